@@ -1,0 +1,5 @@
+import sys
+
+from roitrack.cli import main
+
+sys.exit(main())

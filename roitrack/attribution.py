@@ -1,0 +1,156 @@
+"""Attribution models as pure functions over plain data.
+
+The agents call these functions, and the end-to-end tests use them as the
+ground truth, so nothing here touches Kafka or Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, Mapping, Sequence
+
+from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
+
+TouchClass = Literal["click", "engagement", "checkin", "view"]
+#: Touch classes that use the click lookback window and beat views.
+CLICK_CLASSES: frozenset[str] = frozenset({"click", "engagement", "checkin"})
+
+_ONE = Decimal(1)
+_TWO = Decimal(2)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTouch:
+    """A touchpoint as attribution needs it."""
+
+    event_id: str
+    campaign_id: str
+    touch_class: TouchClass
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionParams:
+    """The knobs of attribution, taken from the settings."""
+
+    lookback_click_ms: int
+    lookback_view_ms: int
+    half_life_ms: int
+    position_first_share: Decimal = Decimal("0.4")
+    position_last_share: Decimal = Decimal("0.4")
+
+
+Weights = dict[str, Decimal]
+"""Credit weight per campaign id; the weights of one model sum to 1."""
+
+
+def eligible_touches(
+    touches: Sequence[StoredTouch], conversion_ms: int, params: AttributionParams
+) -> list[StoredTouch]:
+    """Select the touchpoints that may be credited for a conversion, oldest first.
+
+    Clicks, check-ins and engagements count inside the click lookback window,
+    views inside the view lookback window. A click beats a view: when any
+    click-class touch is eligible, views are left out.
+    """
+    clicks = []
+    views = []
+    for touch in touches:
+        age_ms = conversion_ms - touch.time_ms
+        if age_ms < 0:
+            continue
+        if touch.touch_class in CLICK_CLASSES:
+            if age_ms <= params.lookback_click_ms:
+                clicks.append(touch)
+        elif age_ms <= params.lookback_view_ms:
+            views.append(touch)
+    chosen = clicks or views
+    chosen.sort(key=lambda touch: (touch.time_ms, touch.event_id))
+    return chosen
+
+
+def _add(weights: Weights, campaign_id: str, weight: Decimal) -> None:
+    weights[campaign_id] = weights.get(campaign_id, Decimal(0)) + weight
+
+
+def last_touch(touches: Sequence[StoredTouch]) -> Weights:
+    return {touches[-1].campaign_id: _ONE}
+
+
+def first_touch(touches: Sequence[StoredTouch]) -> Weights:
+    return {touches[0].campaign_id: _ONE}
+
+
+def linear(touches: Sequence[StoredTouch]) -> Weights:
+    share = _ONE / len(touches)
+    weights: Weights = {}
+    for touch in touches:
+        _add(weights, touch.campaign_id, share)
+    return weights
+
+
+def time_decay(touches: Sequence[StoredTouch], conversion_ms: int, half_life_ms: int) -> Weights:
+    """Weight each touch by 2^(-age / half-life), normalised to sum to 1."""
+    raw = [
+        _TWO ** (Decimal(touch.time_ms - conversion_ms) / Decimal(half_life_ms)) for touch in touches
+    ]
+    total = sum(raw, Decimal(0))
+    weights: Weights = {}
+    for touch, value in zip(touches, raw):
+        _add(weights, touch.campaign_id, value / total)
+    return weights
+
+
+def position_based(
+    touches: Sequence[StoredTouch], first_share: Decimal, last_share: Decimal
+) -> Weights:
+    """Give the first and last touches fixed shares and split the rest over the middle.
+
+    One touch takes everything; two touches split evenly.
+    """
+    count = len(touches)
+    if count == 1:
+        return {touches[0].campaign_id: _ONE}
+    if count == 2:
+        weights: Weights = {}
+        _add(weights, touches[0].campaign_id, _ONE / 2)
+        _add(weights, touches[1].campaign_id, _ONE / 2)
+        return weights
+    weights = {}
+    middle_share = (_ONE - first_share - last_share) / (count - 2)
+    _add(weights, touches[0].campaign_id, first_share)
+    for touch in touches[1:-1]:
+        _add(weights, touch.campaign_id, middle_share)
+    _add(weights, touches[-1].campaign_id, last_share)
+    return weights
+
+
+def credit_all_models(
+    touches: Sequence[StoredTouch], conversion_ms: int, params: AttributionParams
+) -> dict[AttributionModel, Weights]:
+    """Credit eligible, time-ordered touches under every model.
+
+    ``touches`` must be non-empty and already filtered by ``eligible_touches``.
+    """
+    if not touches:
+        raise ValueError("credit_all_models needs at least one touchpoint")
+    return {
+        "last_touch": last_touch(touches),
+        "first_touch": first_touch(touches),
+        "linear": linear(touches),
+        "time_decay": time_decay(touches, conversion_ms, params.half_life_ms),
+        "position_based": position_based(
+            touches, params.position_first_share, params.position_last_share
+        ),
+    }
+
+
+def credit_coupon(campaign_id: str) -> dict[AttributionModel, Weights]:
+    """Credit a coupon's campaign with the whole conversion under every model."""
+    return {model: {campaign_id: _ONE} for model in ATTRIBUTION_MODELS}
+
+
+def revenue_shares(weights: Mapping[str, Decimal], revenue: Decimal) -> dict[str, Decimal]:
+    """Split revenue by weight; the shares sum to the revenue to Decimal precision."""
+    return {campaign_id: revenue * weight for campaign_id, weight in weights.items()}

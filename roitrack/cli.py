@@ -1,0 +1,174 @@
+"""The ``roitrack`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import ValidationError
+
+from roitrack.settings import ENV_PREFIX, Settings, load_settings
+
+log = logging.getLogger("roitrack")
+
+DATA_DIR = Path(__file__).parent / "data"
+JOURNEYS_FILE = DATA_DIR / "journeys.csv.gz"
+CAMPAIGNS_FILE = DATA_DIR / "campaigns.toml"
+
+
+def settings_table() -> str:
+    """Render every setting with its variable, default and description."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, (frozenset, tuple)):
+            default = ",".join(str(part) for part in sorted(default))
+        lines.append(f"  {ENV_PREFIX}{name.upper()}  (default: {default!s})\n      {field.description}")
+    return "\n".join(lines)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # kafka-python and aiokafka log every connection at INFO; keep their warnings only.
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _load(overrides: dict[str, object] | None = None) -> Settings:
+    try:
+        return load_settings(**(overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(part) for part in error['loc']).upper()}={error.get('input')!r}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SystemExit(f"invalid settings: {problems}. Fix the environment variable(s) and run again.") from None
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from roitrack.worker import run_worker
+
+    run_worker(_load(), loglevel=args.log_level)
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from roitrack.topics import create_topics
+
+    settings = _load()
+    created = create_topics(settings, settings.require_kafka())
+    print(f"created {len(created)} topic(s): {', '.join(created) or 'none (all existed)'}")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from roitrack.replay import campaign_events, make_producer, read_events, Replayer
+    from roitrack.progress import replay_with_progress
+
+    settings = _load()
+    path = Path(args.file)
+    if not path.exists():
+        raise SystemExit(f"replay file not found: {path}")
+    producer = make_producer(settings)
+    try:
+        replayer = Replayer(settings, producer, batch_size=args.batch_size, rate_per_s=args.rate)
+        if args.campaigns:
+            replayer.replay(campaign_events(Path(args.campaigns)))
+        stats = replay_with_progress(replayer, read_events(path), label=path.name)
+    finally:
+        producer.close()
+    print(
+        f"replayed {stats.events} events in {stats.messages} messages "
+        f"({stats.conversions} conversions, {stats.unroutable} unroutable) in {stats.elapsed_s:.1f} s"
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from roitrack.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        summary_path=Path(args.summary) if args.summary else None,
+        batch_size=args.batch_size,
+        rate_per_s=args.rate,
+        keep_state=args.keep_state,
+        timeout_s=args.timeout,
+        journeys=Path(args.journeys),
+        campaigns=Path(args.campaigns),
+    )
+    return run_demo(options)
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.export import write_json_schemas
+
+    written = write_json_schemas(Path(args.out))
+    print(f"wrote {len(written)} JSON Schema file(s) to {args.out}")
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="roitrack",
+        description="Real-time social-media ROI and attribution on Kafka, Faust and Redis.",
+        epilog="Settings (environment variables):\n" + settings_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default="info", help="log level: debug, info, warning, error (default: info)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run the Faust worker (needs ROITRACK_KAFKA_BOOTSTRAP)")
+    worker.set_defaults(handler=_cmd_worker)
+
+    topics = commands.add_parser("topics", help="create the topics with their partition counts")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(handler=_cmd_topics)
+
+    replay = commands.add_parser("replay", help="produce a JSON-lines or journey-CSV file into Kafka")
+    replay.add_argument("file", help="events file: .jsonl, or a journey .csv/.csv.gz")
+    replay.add_argument("--campaigns", help="campaigns TOML file to produce first (campaigns and spend)")
+    replay.add_argument("--batch-size", type=int, default=1, help="events packed per Kafka message (default: 1)")
+    replay.add_argument("--rate", type=float, default=0.0, help="maximum events per second; 0 means no limit (default: 0)")
+    replay.set_defaults(handler=_cmd_replay)
+
+    demo = commands.add_parser("demo", help="replay the journey dataset end to end on an embedded broker")
+    demo.add_argument("--summary", help="write a JSON summary to this path")
+    demo.add_argument("--batch-size", type=int, default=50, help="events packed per Kafka message (default: 50)")
+    demo.add_argument("--rate", type=float, default=0.0, help="maximum events per second; 0 means no limit (default: 0)")
+    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the pipeline to finish (default: 600)")
+    demo.add_argument("--keep-state", action="store_true", help="keep the demo's Redis keys after it ends")
+    demo.add_argument("--journeys", default=str(JOURNEYS_FILE), help="journey CSV to replay (default: the bundled dataset)")
+    demo.add_argument("--campaigns", default=str(CAMPAIGNS_FILE), help="campaigns TOML with spend and margins (default: the bundled file)")
+    demo.set_defaults(handler=_cmd_demo)
+
+    schemas = commands.add_parser("schemas", help="export JSON Schema for every event and output model")
+    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("--out", default="json-schema", help="output directory (default: ./json-schema)")
+    schemas.set_defaults(handler=_cmd_schemas)
+
+    settings = commands.add_parser("settings", help="list every setting with its variable and default")
+    settings.set_defaults(handler=_cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    handler = args.handler
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

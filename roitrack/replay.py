@@ -1,0 +1,196 @@
+"""Produce a file of events into Kafka with kafka-python.
+
+A file is JSON lines (one event object per line) or a journey CSV in the
+ChannelAttribution format (``.csv`` or ``.csv.gz``). Each event goes to its
+topic by ``type``, keyed by person or campaign. Lines that cannot be routed
+(not JSON, not an object, unknown type) are produced to the touchpoints topic
+unchanged, so the worker rejects them into the dead-letter topic with the
+reason, like any other bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import orjson
+from kafka import KafkaProducer
+
+from roitrack.settings import Settings
+from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, TOUCHPOINT_TYPES
+from streams.state import partition_for_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOURNEY_START = datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+
+@dataclass
+class ReplayStats:
+    """What a replay produced."""
+
+    events: int = 0
+    messages: int = 0
+    conversions: int = 0
+    unroutable: int = 0
+    by_topic: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    topic: str
+    key: bytes
+    value: bytes
+    is_conversion: bool
+    routable: bool
+
+
+def route(settings: Settings, raw: bytes, event: Any) -> Routed:
+    """Pick the topic and key of one event; see the module docstring for unroutable input."""
+    if isinstance(event, dict):
+        event_type = event.get("type")
+        person = event.get("user_id") or event.get("anonymous_id")
+        if event_type in TOUCHPOINT_TYPES and isinstance(person, str):
+            return Routed(settings.topic_touchpoints, person.encode(), raw, False, True)
+        if event_type in CONVERSION_TYPES and isinstance(person, str):
+            return Routed(settings.topic_conversions, person.encode(), raw, True, True)
+        campaign = event.get("campaign_id")
+        if event_type in CAMPAIGN_TYPES and isinstance(campaign, str):
+            topic = settings.topic_campaigns if event_type == "campaign" else settings.topic_spend
+            return Routed(topic, campaign.encode(), raw, False, True)
+    return Routed(settings.topic_touchpoints, b"unroutable", raw, False, False)
+
+
+def read_events(path: Path, start: datetime = DEFAULT_JOURNEY_START) -> Iterator[tuple[bytes, Any]]:
+    """Yield (raw JSON, parsed object or None) for every event in a file."""
+    name = path.name.lower()
+    if name.endswith(".csv") or name.endswith(".csv.gz"):
+        from roitrack.journeys import journey_events, read_journeys
+
+        for event in journey_events(read_journeys(path), start=start):
+            yield orjson.dumps(event), event
+        return
+    with path.open("rb") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield line, orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield line, None
+
+
+def campaign_events(path: Path) -> Iterator[tuple[bytes, Any]]:
+    from roitrack.journeys import load_campaigns
+
+    campaigns, spends = load_campaigns(path)
+    for event in [*campaigns, *spends]:
+        yield orjson.dumps(event), event
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=settings.require_kafka().split(","),
+        acks="all",
+        linger_ms=20,
+        batch_size=512 * 1024,
+        max_request_size=8 * 1024 * 1024,
+        retries=10,
+        # Idempotence needs broker support that not every Kafka-protocol broker has;
+        # duplicates from producer retries are dropped downstream by id.
+        enable_idempotence=False,
+    )
+
+
+class Replayer:
+    """Produces events with optional packing into batch messages and a rate limit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: KafkaProducer,
+        batch_size: int = 1,
+        rate_per_s: float = 0.0,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.settings = settings
+        self.producer = producer
+        self.batch_size = batch_size
+        self.rate_per_s = rate_per_s
+        self.on_progress = on_progress
+        self.stats = ReplayStats()
+        self._buffers: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+        self._partitions = {
+            settings.topic_touchpoints: settings.person_partitions,
+            settings.topic_conversions: settings.person_partitions,
+            settings.topic_campaigns: settings.campaign_partitions,
+            settings.topic_spend: settings.campaign_partitions,
+        }
+
+    #: Packed messages are sent at least this often, so a slow replay does not
+    #: hold touchpoints back while conversions of the same person go out.
+    max_buffer_age_s = 0.1
+
+    def replay(self, events: Iterable[tuple[bytes, Any]]) -> ReplayStats:
+        started = time.monotonic()
+        last_flush = started
+        for raw, event in events:
+            routed = route(self.settings, raw, event)
+            self._produce(routed)
+            self.stats.events += 1
+            self.stats.by_topic[routed.topic] += 1
+            if routed.is_conversion:
+                self.stats.conversions += 1
+            if not routed.routable:
+                self.stats.unroutable += 1
+            if self.on_progress is not None:
+                self.on_progress(1)
+            if self.rate_per_s > 0:
+                ahead_s = self.stats.events / self.rate_per_s - (time.monotonic() - started)
+                if ahead_s > 0:
+                    time.sleep(ahead_s)
+            if self.batch_size > 1 and (self.rate_per_s > 0 or self.stats.events % 256 == 0):
+                now = time.monotonic()
+                if now - last_flush >= self.max_buffer_age_s:
+                    self._flush_all()
+                    last_flush = now
+        self.flush()
+        self.stats.elapsed_s = time.monotonic() - started
+        return self.stats
+
+    def _produce(self, routed: Routed) -> None:
+        if self.batch_size == 1 or not routed.routable:
+            self.producer.send(routed.topic, key=routed.key, value=routed.value)
+            self.stats.messages += 1
+            return
+        partition = partition_for_key(routed.key, self._partitions[routed.topic])
+        buffer = self._buffers[(routed.topic, partition)]
+        buffer.append((routed.key, routed.value))
+        if len(buffer) >= self.batch_size:
+            self._flush_buffer(routed.topic, partition, buffer)
+
+    def _flush_buffer(self, topic: str, partition: int, buffer: list[tuple[bytes, bytes]]) -> None:
+        if not buffer:
+            return
+        # Every event in the buffer hashes to this partition, so the first key stands for all.
+        value = b"[" + b",".join(value for _, value in buffer) + b"]"
+        self.producer.send(topic, key=buffer[0][0], value=value, partition=partition)
+        self.stats.messages += 1
+        buffer.clear()
+
+    def _flush_all(self) -> None:
+        for (topic, partition), buffer in self._buffers.items():
+            self._flush_buffer(topic, partition, buffer)
+
+    def flush(self) -> None:
+        self._flush_all()
+        self.producer.flush()

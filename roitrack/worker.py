@@ -1,0 +1,25 @@
+"""Run the Faust worker in this process."""
+
+from __future__ import annotations
+
+import logging
+
+from roitrack.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Start the worker and block until it is stopped (SIGTERM or SIGINT)."""
+    import faust
+
+    from streams.app import create_pipeline
+
+    settings.require_kafka()
+    pipeline = create_pipeline(settings)
+    log.info(
+        "starting worker app_id=%s brokers=%s person_partitions=%d campaign_partitions=%d",
+        settings.app_id, settings.kafka_bootstrap, settings.person_partitions, settings.campaign_partitions,
+    )
+    worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

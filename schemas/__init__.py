@@ -1,0 +1,29 @@
+"""Event and output models of roitrack. Nothing here does I/O."""
+
+from schemas.common import SCHEMA_VERSION, Envelope
+from schemas.events import (
+    Campaign,
+    CheckIn,
+    Click,
+    CouponRedemption,
+    Purchase,
+    SocialTouch,
+    Spend,
+)
+from schemas.outputs import Attribution, CampaignCredit, DeadLetter, RoiUpdate
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Attribution",
+    "Campaign",
+    "CampaignCredit",
+    "CheckIn",
+    "Click",
+    "CouponRedemption",
+    "DeadLetter",
+    "Envelope",
+    "Purchase",
+    "RoiUpdate",
+    "SocialTouch",
+    "Spend",
+]

@@ -1,0 +1,118 @@
+"""Field types and the envelope that every input event shares."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+#: Longest identifier accepted anywhere (event, person, campaign, order ids).
+MAX_ID_LENGTH = 128
+#: Fractional digits accepted in a money amount. Twelve keeps shares of split
+#: conversions exact to far below a cent while rejecting garbage precision.
+MONEY_MAX_FRACTION_DIGITS = 12
+
+
+def _reject_float(value: Any) -> Any:
+    """Accept a decimal string or an integer; reject binary floats and booleans."""
+    if isinstance(value, bool):
+        raise ValueError("must be a decimal string or an integer, not a boolean")
+    if isinstance(value, float):
+        raise ValueError(
+            f"must be a decimal string such as \"{value!r}\", not a JSON float, "
+            "so that it is not rounded"
+        )
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or text.lower() in {"nan", "inf", "+inf", "-inf", "infinity", "-infinity", "snan"}:
+            raise ValueError(f"is not a finite decimal number: {value!r}")
+        return Decimal(text) if _is_decimal(text) else value
+    return value
+
+
+def _is_decimal(text: str) -> bool:
+    try:
+        Decimal(text)
+    except ArithmeticError:
+        return False
+    return True
+
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=False, pattern=r"^[^\s\x00-\x1f]+$"),
+]
+"""An identifier: 1-128 printable characters without whitespace."""
+
+ShortText = Annotated[str, StringConstraints(max_length=512)]
+LongText = Annotated[str, StringConstraints(max_length=2048)]
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_reject_float),
+    Field(ge=0, allow_inf_nan=False, decimal_places=MONEY_MAX_FRACTION_DIGITS, max_digits=30),
+    PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": ["string", "integer"], "pattern": r"^[0-9]+(\.[0-9]{1,12})?$"}, mode="validation"),
+]
+"""A non-negative amount: a decimal string or an integer, never a float."""
+
+Ratio = Annotated[
+    Decimal,
+    BeforeValidator(_reject_float),
+    Field(ge=0, le=1, allow_inf_nan=False),
+    PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
+]
+"""A number from 0 to 1, as a decimal string or an integer."""
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class StrictModel(BaseModel):
+    """Base of every schema: unknown fields and silent coercions are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Envelope(StrictModel):
+    """Fields every input event carries."""
+
+    schema_version: int = Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION, strict=True)
+    event_id: Id
+    event_time: AwareDatetime
+    user_id: Id | None = None
+    anonymous_id: Id | None = None
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "unknown"
+
+    @model_validator(mode="after")
+    def _require_person(self) -> "Envelope":
+        if self.user_id is None and self.anonymous_id is None:
+            raise ValueError("user_id or anonymous_id is required; both are missing")
+        return self
+
+    @property
+    def person_id(self) -> str:
+        """The partition key: the user id when known, else the anonymous id."""
+        return self.user_id if self.user_id is not None else self.anonymous_id  # type: ignore[return-value]  # the validator guarantees one is set
+
+    @property
+    def event_time_ms(self) -> int:
+        return int(self.event_time.timestamp() * 1000)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Convert an aware datetime to integer epoch milliseconds."""
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,118 @@
+"""Decode Kafka message values into validated events, or into field errors.
+
+A message value is one JSON event object, or a JSON array of event objects
+(a batch). Every event is validated on its own, so one bad event in a batch
+rejects only that event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.common import StrictModel
+from schemas.events import EVENT_TYPES, InputEvent
+from schemas.outputs import FieldError
+
+_EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(InputEvent)
+_VALUE_PREVIEW_CHARS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An event that failed decoding or validation."""
+
+    reason: str
+    errors: tuple[FieldError, ...]
+    index: int | None
+    raw: bytes
+
+
+def describe_value(value: Any) -> str | None:
+    """Render an offending value for an error message, cut to a short preview."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        text = orjson.dumps(value).decode()
+    else:
+        text = repr(value) if not isinstance(value, str) else value
+    if len(text) > _VALUE_PREVIEW_CHARS:
+        text = text[:_VALUE_PREVIEW_CHARS] + "..."
+    return text
+
+
+def _field_errors(exc: ValidationError, event_type: str | None) -> tuple[FieldError, ...]:
+    errors = []
+    for error in exc.errors(include_url=False):
+        location = [str(part) for part in error["loc"]]
+        # The discriminated union prefixes the location with the type tag.
+        if event_type is not None and location and location[0] == event_type:
+            location = location[1:]
+        errors.append(
+            FieldError(
+                field=".".join(location) or "(event)",
+                value=describe_value(error.get("input")) if error["type"] != "missing" else None,
+                reason=error["msg"],
+            )
+        )
+    return tuple(errors)
+
+
+def validate_event(obj: Any, index: int | None, raw: bytes) -> StrictModel | Rejected:
+    """Validate one decoded JSON object as an input event."""
+    if not isinstance(obj, dict):
+        return Rejected(
+            "invalid",
+            (FieldError(field="(event)", value=describe_value(obj), reason="an event must be a JSON object"),),
+            index,
+            raw,
+        )
+    event_type = obj.get("type")
+    if event_type not in EVENT_TYPES:
+        return Rejected(
+            "unknown_type",
+            (
+                FieldError(
+                    field="type",
+                    value=describe_value(event_type),
+                    reason=f"unknown event type; expected one of {sorted(EVENT_TYPES)}",
+                ),
+            ),
+            index,
+            raw,
+        )
+    try:
+        return _EVENT_ADAPTER.validate_python(obj)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        return Rejected("invalid", _field_errors(exc, event_type), index, raw)
+
+
+def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:
+    """Decode one Kafka message value into events and rejections, in order."""
+    raw = value or b""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return [
+            Rejected(
+                "undecodable",
+                (FieldError(field="(message)", value=None, reason=f"not valid JSON: {exc}"),),
+                None,
+                raw,
+            )
+        ]
+    if isinstance(payload, list):
+        if not payload:
+            return [
+                Rejected(
+                    "invalid",
+                    (FieldError(field="(message)", value="[]", reason="a batch must contain at least one event"),),
+                    None,
+                    raw,
+                )
+            ]
+        return [validate_event(item, index, orjson.dumps(item)) for index, item in enumerate(payload)]
+    return [validate_event(payload, None, raw)]

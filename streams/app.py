@@ -1,0 +1,179 @@
+"""The Faust application: topics, agents and timers, built from the settings.
+
+The agents stay thin. They take batches of raw messages with
+``stream.take_events``, hand them to the processors in
+``streams.attribution`` and ``streams.roi_agent``, and retry a batch when
+Redis or the broker is unreachable, without acknowledging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Sequence
+
+import faust
+import orjson
+from faust.types import TP, EventT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from roitrack.settings import Settings
+from streams.attribution import AttributionProcessor
+from streams.records import Outgoing, Record
+from streams.roi_agent import RoiProcessor
+from streams.state import Keys, StateStore, connect
+
+log = logging.getLogger(__name__)
+
+#: Errors after which a batch is retried; anything else is a bug and stops the agent.
+RETRIABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    asyncio.TimeoutError,
+)
+_RETRY_MAX_S = 10.0
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust settings that roitrack sets; see docs/architecture.md for the reasons."""
+    return {
+        "broker": f"kafka://{settings.require_kafka()}",
+        "store": "memory://",
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.person_partitions,
+        # roitrack creates its topics with `roitrack topics create`; it uses no
+        # Faust tables, so there are no changelog topics to declare.
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.consumer_session_timeout_s,
+        "broker_heartbeat_interval": settings.consumer_heartbeat_s,
+        "broker_commit_interval": 1.0,
+        "producer_acks": -1,
+        "web_enabled": settings.web_enabled,
+        "web_port": settings.web_port,
+        "web_bind": "127.0.0.1",
+    }
+
+
+def _records(events: Sequence[EventT]) -> list[Record]:
+    records = []
+    for event in events:
+        message = event.message
+        records.append(Record(message.topic, message.partition, message.offset, message.key, message.value))
+    return records
+
+
+class Pipeline:
+    """The Faust app plus the processors and clients its agents share."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = faust.App(settings.app_id, **faust_config(settings))
+        self.redis = connect(settings.redis_url)
+        self.store = StateStore(self.redis, Keys(settings.redis_namespace))
+        self.attribution = AttributionProcessor(settings, self.store, self.send, self.touch_end_offset)
+        self.roi = RoiProcessor(settings, self.store, self.send)
+        self.person_topics = self.app.topic(
+            settings.topic_touchpoints, settings.topic_conversions, key_type=bytes, value_type=bytes
+        )
+        self.campaign_topics = self.app.topic(
+            settings.topic_credits, settings.topic_campaigns, settings.topic_spend, key_type=bytes, value_type=bytes
+        )
+        self._register()
+
+    async def send(self, messages: Sequence[Outgoing]) -> None:
+        """Produce messages and wait until the broker acknowledged all of them."""
+        if not messages:
+            return
+        producer = self.app.producer
+        futures = []
+        for message in messages:
+            futures.append(
+                await producer.send(
+                    message.topic, message.key.encode(), orjson.dumps(message.value),
+                    partition=None, timestamp=None, headers=None,
+                )
+            )
+        await asyncio.gather(*futures)
+
+    async def touch_end_offset(self, partition: int) -> int | None:
+        """Ask the broker for the end offset of one touchpoints partition."""
+        tp = TP(self.settings.topic_touchpoints, partition)
+        try:
+            offsets = await self.app.consumer.highwaters(tp)
+        except Exception as exc:  # noqa: BLE001  # any failure just means "unknown": the conversion keeps waiting
+            log.warning("cannot read the end offset of %s-%d: %r", tp.topic, partition, exc)
+            return None
+        end_offset = offsets.get(tp)
+        return None if end_offset is None else int(end_offset)
+
+    async def _consume(
+        self, name: str, stream: faust.StreamT[bytes], handle: Callable[[Sequence[Record]], Awaitable[None]]
+    ) -> None:
+        settings = self.settings
+        async for events in stream.take_events(settings.batch_max_events, within=settings.batch_within_s):
+            records = _records(events)
+            delay_s = 0.5
+            while True:
+                try:
+                    await handle(records)
+                    break
+                except RETRIABLE_ERRORS as exc:
+                    log.warning(
+                        "%s: batch of %d records failed: %r; retrying in %.1f s "
+                        "(check that Redis and the brokers are reachable)",
+                        name, len(records), exc, delay_s,
+                    )
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, _RETRY_MAX_S)
+
+    def _register(self) -> None:
+        app = self.app
+        settings = self.settings
+
+        @app.agent(self.person_topics, name="roitrack.attribute", concurrency=1)
+        async def attribute(stream: faust.StreamT[bytes]) -> None:
+            await self._consume("attribute", stream, self.attribution.process)
+
+        @app.agent(self.campaign_topics, name="roitrack.roi", concurrency=1)
+        async def aggregate(stream: faust.StreamT[bytes]) -> None:
+            await self._consume("roi", stream, self.roi.process)
+
+        @app.timer(min(0.5, max(0.05, settings.conversion_settle_s / 4)), name="roitrack.release")
+        async def release() -> None:
+            await self._guarded("release", self.attribution.release_due)
+
+        @app.timer(settings.roi_update_interval_s, name="roitrack.emit")
+        async def emit() -> None:
+            await self._guarded("emit", self.roi.emit_due)
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+            self._forget(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+            log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+
+    def _forget(self, revoked: set[Any]) -> None:
+        settings = self.settings
+        person = [tp.partition for tp in revoked if tp.topic in {settings.topic_touchpoints, settings.topic_conversions}]
+        campaign = [tp.partition for tp in revoked if tp.topic in {settings.topic_credits, settings.topic_campaigns, settings.topic_spend}]
+        self.attribution.forget(sorted(set(person)))
+        self.roi.forget(sorted(set(campaign)))
+        if revoked:
+            log.info("partitions revoked: person=%s campaign=%s", sorted(set(person)), sorted(set(campaign)))
+
+    async def _guarded(self, name: str, action: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await action()
+        except RETRIABLE_ERRORS as exc:
+            log.warning("%s timer failed: %r; it runs again on the next tick", name, exc)
+
+
+def create_pipeline(settings: Settings) -> Pipeline:
+    return Pipeline(settings)

@@ -1,0 +1,96 @@
+"""Plain records passed between the Faust agents and the processors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Sequence
+
+import orjson
+
+from schemas.decode import Rejected
+from schemas.outputs import FieldError
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka message as the processors see it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to produce: topic, key and JSON value."""
+
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
+"""Produce messages and return once the broker acknowledged every one."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """Format epoch milliseconds as ISO 8601 UTC with a Z suffix."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dead_letter(
+    topic: str,
+    record: Record,
+    reason: str,
+    errors: Sequence[FieldError],
+    step: str,
+    max_payload_bytes: int,
+    raw: bytes | None = None,
+    event_index: int | None = None,
+) -> Outgoing:
+    """Build the dead letter of a rejected message or event."""
+    payload = raw if raw is not None else (record.value or b"")
+    truncated = len(payload) > max_payload_bytes
+    text = payload[:max_payload_bytes].decode("utf-8", errors="replace")
+    value = {
+        "type": "dead_letter",
+        "reason": reason,
+        "step": step,
+        "errors": [error.model_dump() for error in errors],
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+        "event_index": event_index,
+        "payload": text,
+        "payload_truncated": truncated,
+        "rejected_at": utc_now().isoformat().replace("+00:00", "Z"),
+    }
+    key = record.key.decode("utf-8", errors="replace") if record.key else f"{record.topic}-{record.partition}"
+    return Outgoing(topic=topic, key=key, value=value)
+
+
+def rejected_dead_letter(
+    topic: str, record: Record, rejected: Rejected, step: str, max_payload_bytes: int
+) -> Outgoing:
+    return dead_letter(
+        topic,
+        record,
+        rejected.reason,
+        rejected.errors,
+        step,
+        max_payload_bytes,
+        raw=rejected.raw,
+        event_index=rejected.index,
+    )
+
+
+def dumps(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value)

@@ -1,0 +1,325 @@
+"""ROI: roll credits and spend up per campaign and publish throttled RoiUpdates.
+
+``RoiProcessor`` consumes the co-partitioned ``credits``, ``campaigns`` and
+``spend`` topics. Each campaign partition has one writer, which keeps its
+campaigns' aggregates in memory, computes them with ``Decimal`` and writes the
+changed aggregates back whole, with the partition offsets and the ids of the
+credits it applied, in one fenced script call. Repeated credits (the same
+conversion and campaign) are dropped by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Sequence
+
+import orjson
+
+from roitrack.roi import CampaignAggregate, SpendRecord, roi_metrics, window_label
+from roitrack.settings import Settings
+from schemas.common import epoch_ms
+from schemas.decode import Rejected, decode_message
+from schemas.events import Campaign, Spend
+from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
+from streams.records import Outgoing, Record, Send, dead_letter, iso_ms, rejected_dead_letter, utc_now
+from streams.state import FencedBatch, StaleBatch, StateStore
+
+log = logging.getLogger(__name__)
+
+WATERMARK_FIELD = "_watermark_ms"
+
+
+@dataclass(slots=True)
+class CampaignPartition:
+    """What this worker knows of one campaign partition."""
+
+    offsets: dict[str, int]
+    watermark_ms: int
+    campaigns: dict[str, CampaignAggregate] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    last_emit_s: dict[str, float] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _credit_problem(value: Any) -> FieldError | None:
+    """Check the shape of an internal credit message; it comes from our own agent."""
+    if not isinstance(value, dict):
+        return FieldError(field="(event)", value=None, reason="a credit must be a JSON object")
+    for name in ("credit_id", "campaign_id", "event_time", "weights", "revenue"):
+        if name not in value:
+            return FieldError(field=name, value=None, reason="missing field of a credit")
+    return None
+
+
+class RoiProcessor:
+    """Aggregates per campaign and emits RoiUpdates; see the module docstring."""
+
+    def __init__(self, settings: Settings, store: StateStore, send: Send) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = store.keys
+        self.send = send
+        self.partitions: dict[int, CampaignPartition] = {}
+        self.stats: dict[str, int] = defaultdict(int)
+
+    async def _partition(self, partition: int) -> CampaignPartition:
+        state = self.partitions.get(partition)
+        if state is None:
+            offsets = await self.store.load_offsets(self.keys.offsets(self.keys.campaign_tag(partition)))
+            watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
+            state = CampaignPartition(offsets=offsets, watermark_ms=watermark_ms)
+            self.partitions[partition] = state
+            # Publish every known campaign once after a (re)load, so an update
+            # lost in a crash between the state write and the send is repeated.
+            for member in await self.store.client.smembers(self.keys.campaign_index(partition)):
+                campaign_id = member.decode()
+                await self._campaign(partition, state, campaign_id)
+                state.dirty.add(campaign_id)
+            log.info(
+                "loaded campaign partition=%d offsets=%s campaigns=%d",
+                partition, offsets, len(state.campaigns),
+            )
+        return state
+
+    def forget(self, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    async def _campaign(self, partition: int, state: CampaignPartition, campaign_id: str) -> CampaignAggregate:
+        aggregate = state.campaigns.get(campaign_id)
+        if aggregate is None:
+            raw = await self.store.client.get(self.keys.campaign(partition, campaign_id))
+            aggregate = (
+                CampaignAggregate.from_json(orjson.loads(raw)) if raw else CampaignAggregate(campaign_id)
+            )
+            state.campaigns[campaign_id] = aggregate
+        return aggregate
+
+    async def process(self, records: Sequence[Record]) -> None:
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        for record in records:
+            by_partition[record.partition].append(record)
+        for partition, partition_records in sorted(by_partition.items()):
+            state = await self._partition(partition)
+            async with state.lock:
+                try:
+                    await self._ingest(partition, state, partition_records)
+                except BaseException:
+                    # In-memory aggregates may be ahead of Redis now; reload on the next batch.
+                    self.partitions.pop(partition, None)
+                    raise
+        await self.emit_due()
+
+    async def _ingest(self, partition: int, state: CampaignPartition, records: Sequence[Record]) -> None:
+        settings = self.settings
+        batch = FencedBatch(self.keys.offsets(self.keys.campaign_tag(partition)))
+        dead: list[Outgoing] = []
+        credits: list[tuple[Record, dict[str, Any]]] = []
+        definitions: list[tuple[Record, Campaign | Spend]] = []
+
+        for record in records:
+            if record.offset <= state.offsets.get(record.topic, -1):
+                continue
+            batch.cover(record.topic, record.offset, record.offset)
+            if record.topic == settings.topic_credits:
+                try:
+                    value = orjson.loads(record.value or b"")
+                except orjson.JSONDecodeError as exc:
+                    value, problem = None, FieldError(field="(message)", value=None, reason=f"not valid JSON: {exc}")
+                else:
+                    problem = _credit_problem(value)
+                if problem is not None:
+                    dead.append(dead_letter(settings.topic_dead_letters, record, "invalid", [problem],
+                                            "roi.decode", settings.dead_letter_payload_max_bytes))
+                    continue
+                credits.append((record, value))
+                continue
+            for item in decode_message(record.value):
+                if isinstance(item, Rejected):
+                    dead.append(rejected_dead_letter(settings.topic_dead_letters, record, item, "roi.decode",
+                                                     settings.dead_letter_payload_max_bytes))
+                elif isinstance(item, (Campaign, Spend)):
+                    if isinstance(item, Spend) and item.currency != settings.reporting_currency:
+                        dead.append(dead_letter(
+                            settings.topic_dead_letters, record, "unsupported",
+                            [FieldError(field="currency", value=item.currency,
+                                        reason=f"only the reporting currency {settings.reporting_currency} is supported")],
+                            "roi.spend", settings.dead_letter_payload_max_bytes,
+                        ))
+                        continue
+                    definitions.append((record, item))
+                else:
+                    dead.append(dead_letter(
+                        settings.topic_dead_letters, record, "unsupported",
+                        [FieldError(field="type", value=getattr(item, "type", None),
+                                    reason=f"event type does not belong on topic {record.topic}; send it to its own topic")],
+                        "roi.route", settings.dead_letter_payload_max_bytes,
+                    ))
+
+        if dead:
+            await self.send(dead)
+            self.stats["dead_letters"] += len(dead)
+            log.warning("sent %d dead letter(s) from campaign partition=%d", len(dead), partition)
+
+        # Drop credits applied before: same credit id seen within the horizon.
+        seen_key = self.keys.seen_credits(partition)
+        fresh: list[dict[str, Any]] = []
+        if credits:
+            ids = [value["credit_id"] for _, value in credits]
+            scores = await self.store.client.zmscore(seen_key, ids)
+            batch_ids: set[str] = set()
+            for (_, value), score in zip(credits, scores):
+                credit_id = value["credit_id"]
+                if score is not None or credit_id in batch_ids:
+                    self.stats["duplicate_credits"] += 1
+                    continue
+                batch_ids.add(credit_id)
+                fresh.append(value)
+
+        changed: set[str] = set()
+        watermark_ms = state.watermark_ms
+        wall_ms = int(time.time() * 1000)
+        seen_pairs: list[str | int] = []
+        try:
+            for value in fresh:
+                time_ms = _parse_time_ms(value["event_time"])
+                aggregate = await self._campaign(partition, state, value["campaign_id"])
+                aggregate.add_credit(
+                    time_ms,
+                    {model: Decimal(weight) for model, weight in value["weights"].items()},
+                    {model: Decimal(amount) for model, amount in value["revenue"].items()},
+                    settings.roi_windows_s,
+                )
+                changed.add(aggregate.campaign_id)
+                watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
+                seen_pairs.extend((wall_ms, value["credit_id"]))
+            for record, definition in definitions:
+                aggregate = await self._campaign(partition, state, definition.campaign_id)
+                if isinstance(definition, Campaign):
+                    aggregate.set_campaign(definition.name, definition.margin)
+                    if definition.coupon_codes:
+                        mapping: list[str] = []
+                        for code in definition.coupon_codes:
+                            mapping.extend((code, definition.campaign_id))
+                        # The coupon map is global, so it is written outside the fenced batch;
+                        # writing the same mapping twice is harmless.
+                        await self.store.client.hset(self.keys.coupons(), mapping=dict(zip(mapping[::2], mapping[1::2])))
+                else:
+                    aggregate.set_spend(
+                        definition.spend_id,
+                        SpendRecord(definition.amount, epoch_ms(definition.period_start), epoch_ms(definition.period_end)),
+                    )
+                changed.add(aggregate.campaign_id)
+        except (ArithmeticError, ValueError, KeyError, TypeError) as exc:
+            # Credits come from our own attribution agent; a malformed one is a bug, not input.
+            log.error("campaign partition=%d: cannot apply batch: %r", partition, exc)
+            raise
+
+        for campaign_id in changed:
+            aggregate = state.campaigns[campaign_id]
+            aggregate.prune(watermark_ms)
+            batch.command("SET", self.keys.campaign(partition, campaign_id), orjson.dumps(aggregate.to_json()))
+        if changed:
+            batch.command("SADD", self.keys.campaign_index(partition), *sorted(changed))
+        if seen_pairs:
+            batch.command("ZADD", seen_key, *seen_pairs)
+            batch.command("ZREMRANGEBYSCORE", seen_key, "-inf", f"({wall_ms - settings.dedup_horizon_s * 1000}")
+        if watermark_ms != state.watermark_ms:
+            batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
+
+        try:
+            await self.store.apply(batch)
+        except StaleBatch as exc:
+            log.warning("campaign partition=%d: %s", partition, exc)
+            self.partitions.pop(partition, None)
+            return
+
+        for topic, (_, last) in batch.offset_ranges.items():
+            state.offsets[topic] = last
+        state.watermark_ms = watermark_ms
+        state.dirty |= changed
+        self.stats["credits_applied"] += len(fresh)
+
+    async def emit_due(self, force: bool = False) -> None:
+        """Publish RoiUpdates of changed campaigns whose throttle interval has passed."""
+        for partition, state in list(self.partitions.items()):
+            if state.dirty:
+                async with state.lock:
+                    await self._emit_partition(partition, state, force)
+
+    async def _emit_partition(self, partition: int, state: CampaignPartition, force: bool) -> None:
+        interval_s = self.settings.roi_update_interval_s
+        now_s = time.monotonic()
+        due = sorted(
+            campaign_id for campaign_id in state.dirty
+            if force or now_s - state.last_emit_s.get(campaign_id, 0.0) >= interval_s
+        )
+        if not due:
+            return
+        pipe = self.store.client.pipeline(transaction=False)
+        for campaign_id in due:
+            pipe.hincrby(self.keys.sequences(partition), campaign_id, 1)
+        sequences = await pipe.execute()
+        outgoing: list[Outgoing] = []
+        for campaign_id, sequence in zip(due, sequences):
+            outgoing.extend(self.roi_updates(state.campaigns[campaign_id], int(sequence), state.watermark_ms))
+            state.last_emit_s[campaign_id] = now_s
+        await self.send(outgoing)
+        state.dirty -= set(due)
+        self.stats["roi_updates"] += len(outgoing)
+
+    def roi_updates(self, aggregate: CampaignAggregate, sequence: int, now_ms: int) -> list[Outgoing]:
+        settings = self.settings
+        emitted_at = utc_now().isoformat().replace("+00:00", "Z")
+        windows: list[int | None] = [*settings.roi_windows_s, None]
+        messages = []
+        for window_s in windows:
+            figures = aggregate.figures(window_s, now_ms)
+            models = {}
+            for model in ATTRIBUTION_MODELS:
+                conversions = figures.totals.conversions[model]
+                revenue = figures.totals.revenue[model]
+                metrics = roi_metrics(revenue, conversions, figures.spend, figures.margin)
+                models[model] = {
+                    "conversions": str(conversions),
+                    "revenue": str(revenue),
+                    "roi": _text(metrics.roi),
+                    "roas": _text(metrics.roas),
+                    "cpa": _text(metrics.cpa),
+                }
+            default = models[DEFAULT_MODEL]
+            value = {
+                "type": "roi_update",
+                "campaign_id": aggregate.campaign_id,
+                "campaign_name": aggregate.name,
+                "window": window_label(window_s),
+                "window_s": window_s,
+                "window_end": iso_ms(now_ms) if window_s is not None and now_ms else None,
+                "sequence": sequence,
+                "currency": settings.reporting_currency,
+                "margin": _text(aggregate.margin),
+                "spend": str(figures.spend),
+                "default_model": DEFAULT_MODEL,
+                "roi": default["roi"],
+                "roas": default["roas"],
+                "cpa": default["cpa"],
+                "models": models,
+                "emitted_at": emitted_at,
+            }
+            messages.append(Outgoing(settings.topic_roi_updates, aggregate.campaign_id, value))
+        return messages
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _parse_time_ms(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)

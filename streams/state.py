@@ -1,0 +1,177 @@
+"""Redis state shared by the agents: key layout and the fenced batch write.
+
+Every key that one Kafka partition's agent writes carries that partition in a
+Redis Cluster hash tag (``{p3}`` for person partition 3, ``{c1}`` for
+campaign partition 1). All of a partition's keys therefore live in one slot,
+so a single Lua script can write a batch's state together with the partition
+offsets it came from. That script is the fence that makes a batch count once:
+it refuses a batch whose first offset is not above the stored one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import redis.asyncio as aioredis
+from kafka.partitioner.default import murmur2
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] is the offsets hash; the other KEYS are the keys the commands write.
+# ARGV: n, then n triples (offset field, first offset, last offset), then the
+# commands, each as (arg count, command name, key index, args...).
+# NOTE: every write is one Redis command named by the caller, so this script
+# must only receive commands from this module's callers, never from input.
+_FENCED_APPLY_LUA = """
+local n = tonumber(ARGV[1])
+local i = 2
+for _ = 1, n do
+  local stored = redis.call('HGET', KEYS[1], ARGV[i])
+  if stored and tonumber(stored) >= tonumber(ARGV[i + 1]) then
+    return {0, ARGV[i], stored}
+  end
+  i = i + 3
+end
+local j = 2
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 2])
+  j = j + 3
+end
+while i <= #ARGV do
+  local count = tonumber(ARGV[i])
+  local key = KEYS[tonumber(ARGV[i + 2])]
+  redis.call(ARGV[i + 1], key, unpack(ARGV, i + 3, i + 2 + count))
+  i = i + 3 + count
+end
+return {1}
+"""
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """Return the partition Kafka's default (murmur2) partitioner picks for a key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds every Redis key of one deployment namespace."""
+
+    namespace: str
+
+    def person_tag(self, partition: int) -> str:
+        return f"{self.namespace}:{{p{partition}}}"
+
+    def campaign_tag(self, partition: int) -> str:
+        return f"{self.namespace}:{{c{partition}}}"
+
+    def offsets(self, tag: str) -> str:
+        return f"{tag}:offsets"
+
+    def touchpoints(self, partition: int, person_id: str) -> str:
+        return f"{self.person_tag(partition)}:tp:{person_id}"
+
+    def pending(self, partition: int) -> str:
+        return f"{self.person_tag(partition)}:pending"
+
+    def person_stats(self, partition: int) -> str:
+        return f"{self.person_tag(partition)}:stats"
+
+    def campaign(self, partition: int, campaign_id: str) -> str:
+        return f"{self.campaign_tag(partition)}:camp:{campaign_id}"
+
+    def campaign_index(self, partition: int) -> str:
+        return f"{self.campaign_tag(partition)}:campaigns"
+
+    def seen_credits(self, partition: int) -> str:
+        return f"{self.campaign_tag(partition)}:seen"
+
+    def sequences(self, partition: int) -> str:
+        return f"{self.campaign_tag(partition)}:seq"
+
+    def coupons(self) -> str:
+        """Coupon code to campaign id; read by every person partition, so not tagged."""
+        return f"{self.namespace}:coupons"
+
+
+@dataclass
+class FencedBatch:
+    """Commands that must apply together with the offsets they came from."""
+
+    offsets_key: str
+    offset_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
+    args: list[str | int | float | bytes] = field(default_factory=list)
+    _key_index: dict[str, int] = field(default_factory=dict)
+
+    def cover(self, offset_field: str, first: int, last: int) -> None:
+        """Record that this batch contains offsets first..last of ``offset_field``."""
+        known = self.offset_ranges.get(offset_field)
+        if known is not None:
+            first, last = min(first, known[0]), max(last, known[1])
+        self.offset_ranges[offset_field] = (first, last)
+
+    def command(self, name: str, key: str, *args: str | int | float | bytes) -> None:
+        index = self._key_index.get(key)
+        if index is None:
+            self.keys.append(key)
+            index = self._key_index[key] = len(self.keys) + 1  # KEYS[1] is the offsets hash
+        self.args.extend((len(args), name, index))
+        self.args.extend(args)
+
+    @property
+    def empty(self) -> bool:
+        return not self.offset_ranges and not self.args
+
+
+class StaleBatch(Exception):
+    """Raised when another worker already applied offsets of this batch."""
+
+    def __init__(self, offset_field: str, stored: int) -> None:
+        super().__init__(
+            f"offsets of {offset_field} up to {stored} were already applied by another worker; "
+            "this worker's copy of the partition is stale and is dropped"
+        )
+        self.offset_field = offset_field
+        self.stored = stored
+
+
+class StateStore:
+    """Async Redis access for the agents."""
+
+    def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._fenced_apply = client.register_script(_FENCED_APPLY_LUA)
+
+    async def apply(self, batch: FencedBatch) -> None:
+        """Apply a batch atomically, or raise StaleBatch if its offsets were applied already."""
+        if batch.empty:
+            return
+        header: list[str | int | float | bytes] = [len(batch.offset_ranges)]
+        for offset_field, (first, last) in batch.offset_ranges.items():
+            header.extend((offset_field, first, last))
+        result = await self._fenced_apply(keys=[batch.offsets_key, *batch.keys], args=header + batch.args)
+        if int(result[0]) == 0:
+            raise StaleBatch(_text(result[1]), int(result[2]))
+
+    async def load_offsets(self, offsets_key: str) -> dict[str, int]:
+        raw = await self.client.hgetall(offsets_key)
+        return {_text(name): int(value) for name, value in raw.items()}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def connect(url: str) -> "aioredis.Redis":
+    """Open an async Redis client; the caller closes it."""
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+def chunked(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
