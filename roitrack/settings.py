@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     consumer_heartbeat_s: float = Field(
         3.0, gt=0, description="Kafka consumer heartbeat interval, in seconds."
     )
+    data_dir: str = Field(
+        "",
+        description=(
+            "Directory for Faust's local files; roitrack keeps no state there. "
+            "Empty means <system temp dir>/roitrack."
+        ),
+    )
     web_enabled: bool = Field(False, description="Start Faust's web server in the worker.")
     web_port: int = Field(6066, ge=1, le=65535, description="Port of Faust's web server.")
     dead_letter_payload_max_bytes: int = Field(

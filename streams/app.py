@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 import faust
@@ -36,6 +38,13 @@ RETRIABLE_ERRORS: tuple[type[BaseException], ...] = (
 _RETRY_MAX_S = 10.0
 
 
+def faust_data_dir(settings: Settings) -> Path:
+    """Return Faust's directory for this app, creating its parent."""
+    parent = Path(settings.data_dir) if settings.data_dir else Path(tempfile.gettempdir()) / "roitrack"
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent / f"{settings.app_id}-data"
+
+
 def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings that roitrack sets; see docs/architecture.md for the reasons."""
     return {
@@ -53,6 +62,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_heartbeat_interval": settings.consumer_heartbeat_s,
         "broker_commit_interval": 1.0,
         "producer_acks": -1,
+        "datadir": str(faust_data_dir(settings)),
         "web_enabled": settings.web_enabled,
         "web_port": settings.web_port,
         "web_bind": "127.0.0.1",

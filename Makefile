@@ -1,0 +1,29 @@
+# Developer entry points. `make demo` and `make test` work on a fresh clone:
+# the first run creates .venv and installs roitrack with its test extras.
+
+# Interpreter that creates .venv; it must be Python 3.11 or newer.
+PYTHON3 ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+# Written after a successful install, so an interrupted install is retried.
+INSTALL_STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint
+
+venv: $(INSTALL_STAMP)
+
+# Reinstall when pyproject.toml is newer than the last install. An existing
+# .venv is reused as it is rather than created again.
+$(INSTALL_STAMP): pyproject.toml
+	test -x $(VENV_PYTHON) || $(PYTHON3) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install -e '.[test]'
+	touch $(INSTALL_STAMP)
+
+demo: venv
+	$(VENV)/bin/roitrack demo --summary artifacts/demo-summary.json
+
+test: venv
+	$(VENV_PYTHON) -m pytest
+
+lint: venv
+	$(VENV_PYTHON) -m mypy

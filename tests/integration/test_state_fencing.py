@@ -1,0 +1,144 @@
+"""The fenced batch write and the processors' replay safety, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from roitrack.settings import Settings
+from streams.attribution import AttributionProcessor
+from streams.records import Outgoing, Record
+from streams.roi_agent import RoiProcessor
+from streams.state import FencedBatch, Keys, StaleBatch, StateStore, connect
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Iterator[Settings]:
+    namespace = f"rt-fence-{uuid.uuid4().hex[:8]}"
+    yield Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, redis_namespace=namespace,
+                   conversion_settle_s=0.0, person_partitions=2, campaign_partitions=2)
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}:*"))
+    if keys:
+        client.unlink(*keys)
+    client.close()
+
+
+class Sink:
+    """Collects what a processor sends."""
+
+    def __init__(self) -> None:
+        self.messages: list[Outgoing] = []
+
+    async def __call__(self, messages: Sequence[Outgoing]) -> None:
+        self.messages.extend(messages)
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [message.value for message in self.messages if message.topic == topic]
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def test_fenced_apply_refuses_replayed_offsets(settings: Settings) -> None:
+    async def scenario() -> tuple[bool, dict[bytes, bytes], bytes | None]:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        offsets_key = store.keys.offsets(store.keys.person_tag(0))
+        data_key = f"{store.keys.person_tag(0)}:data"
+
+        first = FencedBatch(offsets_key)
+        first.cover("touchpoints", 0, 4)
+        first.command("SET", data_key, "first")
+        await store.apply(first)
+
+        replayed = FencedBatch(offsets_key)
+        replayed.cover("touchpoints", 3, 6)
+        replayed.command("SET", data_key, "replayed")
+        refused = False
+        try:
+            await store.apply(replayed)
+        except StaleBatch:
+            refused = True
+        offsets = await client.hgetall(offsets_key)
+        value = await client.get(data_key)
+        await store.close()
+        return refused, offsets, value
+
+    refused, offsets, value = run(scenario())
+    assert refused
+    assert offsets == {b"touchpoints": b"4"}
+    assert value == b"first"
+
+
+def _records(settings: Settings) -> list[Record]:
+    touch = {"type": "click", "event_id": "c1", "event_time": "2026-11-02T09:00:00Z", "user_id": "ann",
+             "campaign_id": "spring", "channel": "instagram"}
+    buy = {"type": "purchase", "event_id": "p1", "event_time": "2026-11-02T10:00:00Z", "user_id": "ann",
+           "order_id": "o1", "amount": "50", "currency": "EUR"}
+    return [
+        Record(settings.topic_touchpoints, 0, 0, b"ann", orjson.dumps(touch)),
+        Record(settings.topic_conversions, 0, 0, b"ann", orjson.dumps(buy)),
+    ]
+
+
+def test_attribution_replay_after_restart_counts_once(settings: Settings) -> None:
+    async def scenario() -> tuple[Sink, Sink, dict[bytes, bytes]]:
+        records = _records(settings)
+        first_sink, second_sink = Sink(), Sink()
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        await AttributionProcessor(settings, store, first_sink).process(records)
+        # A new processor is what a restarted worker has: no memory, only Redis.
+        await AttributionProcessor(settings, store, second_sink).process(records)
+        stats = await client.hgetall(store.keys.person_stats(0))
+        await store.close()
+        return first_sink, second_sink, stats
+
+    first_sink, second_sink, stats = run(scenario())
+    assert len(first_sink.on(settings.topic_attributions)) == 1
+    assert len(first_sink.on(settings.topic_credits)) == 1
+    assert second_sink.messages == []
+    assert stats[b"conversions_received"] == b"1"
+    assert stats[b"conversions_attributed"] == b"1"
+    assert stats[b"touchpoints"] == b"1"
+
+
+def test_roi_drops_repeated_credit(settings: Settings) -> None:
+    credit = {"type": "credit", "credit_id": "p1:spring", "conversion_id": "p1", "campaign_id": "spring",
+              "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"}, "revenue": {"last_touch": "50"}}
+    value = orjson.dumps(credit)
+
+    async def scenario() -> tuple[Sink, Sink]:
+        sink, restarted_sink = Sink(), Sink()
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        processor = RoiProcessor(settings, store, sink)
+        await processor.process([Record(settings.topic_credits, 1, 0, b"spring", value)])
+        # The attribution agent re-sent the same credit after a crash: a new offset, the same id.
+        await processor.process([Record(settings.topic_credits, 1, 1, b"spring", value)])
+        await processor.emit_due(force=True)
+        restarted = RoiProcessor(settings, store, restarted_sink)
+        await restarted.process([Record(settings.topic_credits, 1, 2, b"spring", value)])
+        await restarted.emit_due(force=True)
+        await store.close()
+        return sink, restarted_sink
+
+    sink, restarted_sink = run(scenario())
+    for messages in (sink, restarted_sink):
+        lifetime = [u for u in messages.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
+        assert lifetime, "no lifetime update was emitted"
+        assert Decimal(lifetime[-1]["models"]["last_touch"]["conversions"]) == 1
+        assert Decimal(lifetime[-1]["models"]["last_touch"]["revenue"]) == 50
+    sequences = [u["sequence"] for u in sink.on(settings.topic_roi_updates) + restarted_sink.on(settings.topic_roi_updates)
+                 if u["window"] == "lifetime"]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == len(sequences)

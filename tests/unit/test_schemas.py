@@ -1,0 +1,448 @@
+"""Event and output models in schemas: valid examples, model rules, JSON output and JSON Schema export."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+import schemas
+from schemas.common import Envelope, StrictModel
+from schemas.decode import decode_message
+from schemas.events import (
+    EVENT_TYPES,
+    Campaign,
+    CheckIn,
+    Click,
+    CouponRedemption,
+    Purchase,
+    SocialTouch,
+    Spend,
+    as_utc,
+)
+from schemas.export import EXPORTED_MODELS, json_schemas, write_json_schemas
+from schemas.outputs import Attribution, CampaignCredit, DeadLetter, RoiUpdate
+
+EVENT_TIME = "2024-05-01T12:00:00Z"
+EVENT_TIME_MS = 1_714_564_800_000
+
+VALID_EVENTS: dict[str, dict[str, Any]] = {
+    "click": {
+        "type": "click",
+        "event_id": "click-1",
+        "event_time": EVENT_TIME,
+        "anonymous_id": "anon-1",
+        "campaign_id": "spring",
+        "channel": "instagram",
+        "utm_source": "instagram",
+        "utm_medium": "paid_social",
+        "utm_campaign": "spring",
+        "landing_url": "https://shop.example/spring?utm_source=instagram",
+    },
+    "touch": {
+        "type": "touch",
+        "event_id": "touch-1",
+        "event_time": EVENT_TIME,
+        "user_id": "user-1",
+        "campaign_id": "spring",
+        "channel": "tiktok",
+        "kind": "like",
+    },
+    "checkin": {
+        "type": "checkin",
+        "event_id": "checkin-1",
+        "event_time": EVENT_TIME,
+        "user_id": "user-1",
+        "venue_id": "venue-9",
+        "campaign_id": "spring",
+        "deal_id": "deal-3",
+    },
+    "coupon_redemption": {
+        "type": "coupon_redemption",
+        "event_id": "coupon-1",
+        "event_time": EVENT_TIME,
+        "user_id": "user-1",
+        "coupon_code": "SPRING10",
+        "order_id": "order-1",
+        "discount": "5.00",
+        "currency": "EUR",
+    },
+    "purchase": {
+        "type": "purchase",
+        "event_id": "purchase-1",
+        "event_time": EVENT_TIME,
+        "user_id": "user-1",
+        "order_id": "order-1",
+        "amount": "49.90",
+        "currency": "EUR",
+        "coupon_code": "SPRING10",
+    },
+    "campaign": {
+        "type": "campaign",
+        "campaign_id": "spring",
+        "name": "Spring sale",
+        "channel": "instagram",
+        "start": "2024-04-01T00:00:00Z",
+        "end": "2024-06-01T00:00:00Z",
+        "margin": "0.35",
+        "coupon_codes": ["SPRING10", "SPRING20"],
+    },
+    "spend": {
+        "type": "spend",
+        "spend_id": "spend-1",
+        "campaign_id": "spring",
+        "amount": "250.00",
+        "currency": "EUR",
+        "period_start": "2024-05-01T00:00:00Z",
+        "period_end": "2024-05-02T00:00:00Z",
+    },
+}
+
+
+def event(event_type: str, **changes: Any) -> dict[str, Any]:
+    """Return a copy of the valid example of ``event_type`` with fields changed; None removes a field."""
+    data = dict(VALID_EVENTS[event_type])
+    for name, value in changes.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return data
+
+
+# --- valid examples ------------------------------------------------------
+
+
+def test_examples_cover_every_event_type() -> None:
+    assert set(VALID_EVENTS) == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event_type", sorted(VALID_EVENTS))
+def test_valid_example_decodes_to_model(event_type: str) -> None:
+    [decoded] = decode_message(orjson.dumps(VALID_EVENTS[event_type]))
+
+    assert type(decoded) is EVENT_TYPES[event_type]
+
+
+@pytest.mark.parametrize("event_type", sorted(VALID_EVENTS))
+def test_valid_example_json_round_trip(event_type: str) -> None:
+    model = EVENT_TYPES[event_type].model_validate(VALID_EVENTS[event_type])
+
+    [decoded] = decode_message(model.model_dump_json().encode())
+
+    assert decoded == model
+
+
+def test_purchase_fields_parsed() -> None:
+    purchase = Purchase.model_validate(VALID_EVENTS["purchase"])
+
+    assert purchase.amount == Decimal("49.90")
+    assert purchase.event_time == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    assert purchase.schema_version == 1
+    assert purchase.source == "unknown"
+
+
+def test_money_integer_accepted() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount=50))
+
+    assert purchase.amount == Decimal(50)
+
+
+def test_money_twelve_places_accepted() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount="0.000000000001"))
+
+    assert purchase.amount == Decimal("0.000000000001")
+
+
+def test_money_serialised_as_string() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount="49.90"))
+
+    assert orjson.loads(purchase.model_dump_json())["amount"] == "49.90"
+
+
+def test_money_exponent_serialised_plain() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount="1E+3"))
+
+    assert orjson.loads(purchase.model_dump_json())["amount"] == "1000"
+
+
+def test_ratio_serialised_as_string() -> None:
+    campaign = Campaign.model_validate(VALID_EVENTS["campaign"])
+
+    assert orjson.loads(campaign.model_dump_json())["margin"] == "0.35"
+
+
+@pytest.mark.parametrize("kind", ["view", "like", "share", "comment", "follow"])
+def test_social_touch_kinds_accepted(kind: str) -> None:
+    social = SocialTouch.model_validate(event("touch", kind=kind))
+
+    assert social.kind == kind
+
+
+def test_social_touch_unknown_kind_rejected() -> None:
+    with pytest.raises(ValidationError, match="kind"):
+        SocialTouch.model_validate(event("touch", kind="poke"))
+
+
+def test_checkin_without_campaign_accepted() -> None:
+    checkin = CheckIn.model_validate(event("checkin", campaign_id=None, deal_id=None))
+
+    assert checkin.campaign_id is None
+
+
+def test_click_without_utm_accepted() -> None:
+    click = Click.model_validate(
+        event("click", utm_source=None, utm_medium=None, utm_campaign=None, landing_url=None)
+    )
+
+    assert click.utm_source is None
+
+
+# --- envelope ------------------------------------------------------------
+
+
+def test_person_id_prefers_user_id() -> None:
+    purchase = Purchase.model_validate(event("purchase", user_id="user-1", anonymous_id="anon-1"))
+
+    assert purchase.person_id == "user-1"
+
+
+def test_person_id_falls_back_to_anonymous_id() -> None:
+    click = Click.model_validate(VALID_EVENTS["click"])
+
+    assert click.person_id == "anon-1"
+
+
+def test_event_time_ms_utc() -> None:
+    purchase = Purchase.model_validate(VALID_EVENTS["purchase"])
+
+    assert purchase.event_time_ms == EVENT_TIME_MS
+
+
+def test_event_time_ms_offset_normalised() -> None:
+    purchase = Purchase.model_validate(event("purchase", event_time="2024-05-01T14:00:00.123+02:00"))
+
+    assert purchase.event_time_ms == EVENT_TIME_MS + 123
+
+
+def test_schema_version_one_accepted() -> None:
+    purchase = Purchase.model_validate(event("purchase", schema_version=1))
+
+    assert purchase.schema_version == 1
+
+
+def test_schema_version_two_rejected() -> None:
+    with pytest.raises(ValidationError, match="schema_version"):
+        Purchase.model_validate(event("purchase", schema_version=2))
+
+
+def test_models_frozen() -> None:
+    purchase = Purchase.model_validate(VALID_EVENTS["purchase"])
+
+    with pytest.raises(ValidationError, match="frozen"):
+        purchase.amount = Decimal(1)
+
+
+def test_as_utc_formats_with_z() -> None:
+    moment = datetime.fromisoformat("2024-05-01T14:00:00+02:00")
+
+    assert as_utc(moment) == "2024-05-01T12:00:00Z"
+
+
+# --- model rules ---------------------------------------------------------
+
+
+def test_coupon_discount_needs_currency() -> None:
+    with pytest.raises(ValidationError, match="currency is required"):
+        CouponRedemption.model_validate(event("coupon_redemption", currency=None))
+
+
+def test_coupon_zero_discount_needs_no_currency() -> None:
+    coupon = CouponRedemption.model_validate(event("coupon_redemption", discount=None, currency=None))
+
+    assert coupon.discount == 0
+
+
+def test_campaign_end_before_start_rejected() -> None:
+    with pytest.raises(ValidationError, match="is not after start"):
+        Campaign.model_validate(event("campaign", end="2024-03-01T00:00:00Z"))
+
+
+def test_campaign_end_equal_start_rejected() -> None:
+    with pytest.raises(ValidationError, match="is not after start"):
+        Campaign.model_validate(event("campaign", end="2024-04-01T00:00:00Z"))
+
+
+def test_campaign_open_end_accepted() -> None:
+    campaign = Campaign.model_validate(event("campaign", end=None))
+
+    assert campaign.end is None
+
+
+@pytest.mark.parametrize("margin", ["0", "1", 0, 1, "0.999"])
+def test_campaign_margin_bounds_accepted(margin: object) -> None:
+    campaign = Campaign.model_validate(event("campaign", margin=margin))
+
+    assert 0 <= campaign.margin <= 1
+
+
+@pytest.mark.parametrize("margin", ["1.01", "-0.1", 2])
+def test_campaign_margin_outside_rejected(margin: object) -> None:
+    with pytest.raises(ValidationError, match="margin"):
+        Campaign.model_validate(event("campaign", margin=margin))
+
+
+def test_campaign_margin_float_rejected() -> None:
+    with pytest.raises(ValidationError, match="not a JSON float"):
+        Campaign.model_validate(event("campaign", margin=0.35))
+
+
+def test_spend_period_equal_rejected() -> None:
+    with pytest.raises(ValidationError, match="is not after period_start"):
+        Spend.model_validate(event("spend", period_end="2024-05-01T00:00:00Z"))
+
+
+def test_spend_period_naive_rejected() -> None:
+    with pytest.raises(ValidationError, match="period_start"):
+        Spend.model_validate(event("spend", period_start="2024-05-01T00:00:00"))
+
+
+# --- output models -------------------------------------------------------
+
+
+def test_campaign_credit_json_round_trip() -> None:
+    credit = CampaignCredit(
+        credit_id="purchase-1:spring",
+        conversion_id="purchase-1",
+        campaign_id="spring",
+        event_time=datetime(2024, 5, 1, 12, tzinfo=timezone.utc),
+        weights={"linear": Decimal(1) / Decimal(3), "last_touch": Decimal(1)},
+        revenue={"linear": Decimal("16.63"), "last_touch": Decimal("49.90")},
+    )
+
+    restored = CampaignCredit.model_validate_json(credit.model_dump_json())
+
+    assert restored == credit
+
+
+def test_campaign_credit_amounts_serialised_as_strings() -> None:
+    credit = CampaignCredit(
+        credit_id="purchase-1:spring",
+        conversion_id="purchase-1",
+        campaign_id="spring",
+        event_time=datetime(2024, 5, 1, 12, tzinfo=timezone.utc),
+        weights={"linear": Decimal("0.5")},
+        revenue={"linear": Decimal("24.95")},
+    )
+
+    dumped = orjson.loads(credit.model_dump_json())
+
+    assert dumped["weights"] == {"linear": "0.5"}
+    assert dumped["revenue"] == {"linear": "24.95"}
+
+
+def test_dead_letter_unknown_reason_rejected() -> None:
+    with pytest.raises(ValidationError, match="reason"):
+        DeadLetter(
+            reason="bogus",  # type: ignore[arg-type]  # an invalid literal is the point
+            step="ingest",
+            errors=[],
+            source_topic="touchpoints",
+            source_partition=0,
+            source_offset=1,
+            event_index=None,
+            payload="{}",
+            payload_truncated=False,
+            rejected_at=datetime(2024, 5, 1, tzinfo=timezone.utc),
+        )
+
+
+# --- JSON Schema export --------------------------------------------------
+
+
+def test_export_covers_every_event_type() -> None:
+    assert set(EVENT_TYPES.values()) <= set(EXPORTED_MODELS)
+
+
+def test_export_covers_every_output_model() -> None:
+    assert {Attribution, CampaignCredit, RoiUpdate, DeadLetter} <= set(EXPORTED_MODELS)
+
+
+def test_export_covers_every_public_model() -> None:
+    public_models = {
+        value
+        for name in schemas.__all__
+        if inspect.isclass(value := getattr(schemas, name)) and issubclass(value, StrictModel)
+    }
+
+    assert public_models - {Envelope} == set(EXPORTED_MODELS)
+
+
+def test_json_schemas_keyed_by_model_name() -> None:
+    assert set(json_schemas()) == {model.__name__ for model in EXPORTED_MODELS}
+
+
+def test_json_schemas_forbid_extra_fields() -> None:
+    for name, schema in json_schemas().items():
+        assert schema.get("additionalProperties") is False, name
+
+
+def test_json_schemas_list_type_field() -> None:
+    for name, schema in json_schemas().items():
+        assert "type" in schema["properties"], name
+
+
+def test_json_schema_money_string_or_integer() -> None:
+    amount = json_schemas()["Purchase"]["properties"]["amount"]
+
+    assert amount["type"] == ["string", "integer"]
+    assert amount["pattern"] == r"^[0-9]+(\.[0-9]{1,12})?$"
+
+
+def test_json_schema_required_fields() -> None:
+    required = set(json_schemas()["Purchase"]["required"])
+
+    assert {"event_id", "event_time", "order_id", "amount", "currency"} <= required
+
+
+def test_write_json_schemas_one_file_per_model(tmp_path: Path) -> None:
+    written = write_json_schemas(tmp_path)
+
+    assert sorted(path.name for path in written) == sorted(f"{model.__name__}.schema.json" for model in EXPORTED_MODELS)
+    assert sorted(tmp_path.iterdir()) == sorted(written)
+
+
+def test_write_json_schemas_file_contents(tmp_path: Path) -> None:
+    written = write_json_schemas(tmp_path)
+
+    for path in written:
+        document = orjson.loads(path.read_bytes())
+        name = path.name.removesuffix(".schema.json")
+        assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema", name
+        assert document["title"] == name, name
+        assert document["properties"] == json_schemas()[name]["properties"], name
+
+
+def test_write_json_schemas_creates_directory(tmp_path: Path) -> None:
+    target = tmp_path / "nested" / "schemas"
+
+    written = write_json_schemas(target)
+
+    assert target.is_dir()
+    assert len(written) == len(EXPORTED_MODELS)
+
+
+def test_write_json_schemas_overwrites(tmp_path: Path) -> None:
+    first = write_json_schemas(tmp_path)
+    contents = [path.read_bytes() for path in first]
+
+    second = write_json_schemas(tmp_path)
+
+    assert second == first
+    assert [path.read_bytes() for path in second] == contents
