@@ -7,7 +7,7 @@ ground truth, so nothing here touches Kafka or Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, Mapping, Sequence
 
 from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
@@ -70,6 +70,28 @@ def eligible_touches(
     return chosen
 
 
+#: Weights are fixed-point with 24 fractional digits and revenue shares with
+#: 18, so their sums are exact in any order under Decimal's 28-digit precision.
+WEIGHT_QUANTUM = Decimal("1e-24")
+REVENUE_QUANTUM = Decimal("1e-18")
+
+
+def _close_to(total: Decimal, parts: dict[str, Decimal], quantum: Decimal = WEIGHT_QUANTUM) -> dict[str, Decimal]:
+    """Round ``parts`` to ``quantum`` and make them sum to ``total`` exactly.
+
+    Division rounds (three thirds add up to 0.999...9), so the largest part
+    (ties: the lowest campaign id) absorbs the remainder.
+    """
+    if not parts:
+        return parts
+    for campaign_id, value in parts.items():
+        parts[campaign_id] = value.quantize(quantum, rounding=ROUND_HALF_EVEN)
+    largest = min(parts, key=lambda campaign_id: (-parts[campaign_id], campaign_id))
+    others = sum((value for campaign_id, value in parts.items() if campaign_id != largest), Decimal(0))
+    parts[largest] = total - others
+    return parts
+
+
 def _add(weights: Weights, campaign_id: str, weight: Decimal) -> None:
     weights[campaign_id] = weights.get(campaign_id, Decimal(0)) + weight
 
@@ -87,7 +109,7 @@ def linear(touches: Sequence[StoredTouch]) -> Weights:
     weights: Weights = {}
     for touch in touches:
         _add(weights, touch.campaign_id, share)
-    return weights
+    return _close_to(_ONE, weights)
 
 
 def time_decay(touches: Sequence[StoredTouch], conversion_ms: int, half_life_ms: int) -> Weights:
@@ -99,7 +121,7 @@ def time_decay(touches: Sequence[StoredTouch], conversion_ms: int, half_life_ms:
     weights: Weights = {}
     for touch, value in zip(touches, raw):
         _add(weights, touch.campaign_id, value / total)
-    return weights
+    return _close_to(_ONE, weights)
 
 
 def position_based(
@@ -116,14 +138,14 @@ def position_based(
         weights: Weights = {}
         _add(weights, touches[0].campaign_id, _ONE / 2)
         _add(weights, touches[1].campaign_id, _ONE / 2)
-        return weights
+        return _close_to(_ONE, weights)
     weights = {}
     middle_share = (_ONE - first_share - last_share) / (count - 2)
     _add(weights, touches[0].campaign_id, first_share)
     for touch in touches[1:-1]:
         _add(weights, touch.campaign_id, middle_share)
     _add(weights, touches[-1].campaign_id, last_share)
-    return weights
+    return _close_to(_ONE, weights)
 
 
 def credit_all_models(
@@ -135,7 +157,7 @@ def credit_all_models(
     """
     if not touches:
         raise ValueError("credit_all_models needs at least one touchpoint")
-    return {
+    models: dict[AttributionModel, Weights] = {
         "last_touch": last_touch(touches),
         "first_touch": first_touch(touches),
         "linear": linear(touches),
@@ -144,6 +166,7 @@ def credit_all_models(
             touches, params.position_first_share, params.position_last_share
         ),
     }
+    return models
 
 
 def credit_coupon(campaign_id: str) -> dict[AttributionModel, Weights]:
@@ -152,5 +175,6 @@ def credit_coupon(campaign_id: str) -> dict[AttributionModel, Weights]:
 
 
 def revenue_shares(weights: Mapping[str, Decimal], revenue: Decimal) -> dict[str, Decimal]:
-    """Split revenue by weight; the shares sum to the revenue to Decimal precision."""
-    return {campaign_id: revenue * weight for campaign_id, weight in weights.items()}
+    """Split revenue by weight; the shares sum to the revenue exactly."""
+    shares = {campaign_id: revenue * weight for campaign_id, weight in weights.items()}
+    return _close_to(revenue, shares, REVENUE_QUANTUM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -38,18 +39,33 @@ def _reject_float(value: Any) -> Any:
         )
     if isinstance(value, str):
         text = value.strip()
-        if not text or text.lower() in {"nan", "inf", "+inf", "-inf", "infinity", "-infinity", "snan"}:
+        try:
+            number = Decimal(text)
+        except ArithmeticError:
+            return value  # pydantic reports it as an invalid decimal
+        if not number.is_finite():
             raise ValueError(f"is not a finite decimal number: {value!r}")
-        return Decimal(text) if _is_decimal(text) else value
+        return number
     return value
 
 
-def _is_decimal(text: str) -> bool:
-    try:
-        Decimal(text)
-    except ArithmeticError:
-        return False
-    return True
+_NUMERIC_TEXT = re.compile(r"^[+-]?\d+(\.\d*)?$")
+
+
+def _require_iso_text(value: Any) -> Any:
+    """Accept an ISO 8601 string or a datetime; reject numbers read as Unix time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMERIC_TEXT.match(value.strip()):
+        raise ValueError(
+            "must be an ISO 8601 date-time string with a timezone, such as "
+            "2026-11-02T10:00:00Z, not a number"
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_text)]
+"""A timezone-aware ISO 8601 date-time string."""
 
 
 Id = Annotated[
@@ -92,7 +108,7 @@ class Envelope(StrictModel):
 
     schema_version: int = Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION, strict=True)
     event_id: Id
-    event_time: AwareDatetime
+    event_time: Timestamp
     user_id: Id | None = None
     anonymous_id: Id | None = None
     source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "unknown"

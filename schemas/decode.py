@@ -71,7 +71,7 @@ def validate_event(obj: Any, index: int | None, raw: bytes) -> StrictModel | Rej
             raw,
         )
     event_type = obj.get("type")
-    if event_type not in EVENT_TYPES:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         return Rejected(
             "unknown_type",
             (

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Literal, Union
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
-from schemas.common import Currency, Envelope, Id, LongText, Money, Ratio, ShortText, StrictModel
+from schemas.common import Currency, Envelope, Id, LongText, Money, Ratio, ShortText, StrictModel, Timestamp
 
 Channel = Annotated[str, Field(min_length=1, max_length=64)]
 TouchKind = Literal["view", "like", "share", "comment", "follow"]
@@ -84,8 +84,8 @@ class Campaign(StrictModel):
     campaign_id: Id
     name: ShortText
     channel: Channel
-    start: AwareDatetime
-    end: AwareDatetime | None = None
+    start: Timestamp
+    end: Timestamp | None = None
     margin: Ratio
     coupon_codes: tuple[Id, ...] = ()
 
@@ -105,8 +105,8 @@ class Spend(StrictModel):
     campaign_id: Id
     amount: Money
     currency: Currency
-    period_start: AwareDatetime
-    period_end: AwareDatetime
+    period_start: Timestamp
+    period_end: Timestamp
 
     @model_validator(mode="after")
     def _period_order(self) -> "Spend":

@@ -39,7 +39,7 @@ from schemas.common import epoch_ms
 from schemas.decode import Rejected, decode_message
 from schemas.events import CheckIn, Click, CouponRedemption, Purchase, SocialTouch
 from schemas.outputs import DEFAULT_MODEL, FieldError
-from streams.records import Outgoing, Record, Send, dead_letter, iso_ms, rejected_dead_letter
+from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter
 from streams.state import FencedBatch, StaleBatch, StateStore
 
 log = logging.getLogger(__name__)
@@ -468,12 +468,12 @@ class AttributionProcessor:
         for model, weights in models.items():
             shares = revenue_shares(weights, pending.amount)
             credits_by_model[model] = [
-                {"campaign_id": campaign_id, "weight": str(weight), "revenue": str(shares[campaign_id])}
+                {"campaign_id": campaign_id, "weight": decimal_text(weight), "revenue": decimal_text(shares[campaign_id])}
                 for campaign_id, weight in sorted(weights.items())
             ]
             for campaign_id, weight in weights.items():
-                per_campaign[campaign_id]["weights"][model] = str(weight)
-                per_campaign[campaign_id]["revenue"][model] = str(shares[campaign_id])
+                per_campaign[campaign_id]["weights"][model] = decimal_text(weight)
+                per_campaign[campaign_id]["revenue"][model] = decimal_text(shares[campaign_id])
 
         attribution = {
             "type": "attribution",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
@@ -34,6 +35,12 @@ class Outgoing:
 
 Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
 """Produce messages and return once the broker acknowledged every one."""
+
+
+def decimal_text(value: Decimal) -> str:
+    """Format a Decimal as plain text without trailing zeros: 1.500 -> '1.5', 1E+1 -> '10'."""
+    text = format(value.normalize(), "f")
+    return text
 
 
 def utc_now() -> datetime:

@@ -26,7 +26,7 @@ from schemas.common import epoch_ms
 from schemas.decode import Rejected, decode_message
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
-from streams.records import Outgoing, Record, Send, dead_letter, iso_ms, rejected_dead_letter, utc_now
+from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, utc_now
 from streams.state import FencedBatch, StaleBatch, StateStore
 
 log = logging.getLogger(__name__)
@@ -286,8 +286,8 @@ class RoiProcessor:
                 revenue = figures.totals.revenue[model]
                 metrics = roi_metrics(revenue, conversions, figures.spend, figures.margin)
                 models[model] = {
-                    "conversions": str(conversions),
-                    "revenue": str(revenue),
+                    "conversions": decimal_text(conversions),
+                    "revenue": decimal_text(revenue),
                     "roi": _text(metrics.roi),
                     "roas": _text(metrics.roas),
                     "cpa": _text(metrics.cpa),
@@ -303,7 +303,7 @@ class RoiProcessor:
                 "sequence": sequence,
                 "currency": settings.reporting_currency,
                 "margin": _text(aggregate.margin),
-                "spend": str(figures.spend),
+                "spend": decimal_text(figures.spend),
                 "default_model": DEFAULT_MODEL,
                 "roi": default["roi"],
                 "roas": default["roas"],
@@ -316,7 +316,7 @@ class RoiProcessor:
 
 
 def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else decimal_text(value)
 
 
 def _parse_time_ms(text: str) -> int:

@@ -49,7 +49,7 @@ UNIT_OVERRIDES: dict[str, str] = {
     "web_port": "TCP port",
 }
 
-#: Why roitrack sets each Faust setting in ``streams.app.faust_config``.
+#: Reason for each setting that ``streams.app.faust_config`` passes to Faust.
 FAUST_REASONS: dict[str, str] = {
     "broker": "The servers of `ROITRACK_KAFKA_BOOTSTRAP` with the `kafka://` scheme that Faust expects.",
     "store": "roitrack uses no Faust tables. All state is in Redis.",
@@ -270,11 +270,11 @@ def faust_rows() -> list[str]:
     for key, value in config.items():
         sources = dependencies[key]
         if sources:
-            shown = "from " + ", ".join(f"`{ENV_PREFIX}{source.upper()}`" for source in sources)
+            value_text = "from " + ", ".join(f"`{ENV_PREFIX}{source.upper()}`" for source in sources)
         else:
-            shown = f"`{_render_faust_value(value)}`"
+            value_text = f"`{_render_faust_value(value)}`"
         default = f"`{_render_faust_value(getattr(faust_defaults, key))}`"
-        rows.append(f"| `{key}` | {shown} | {default} | {_cell(FAUST_REASONS[key])} |")
+        rows.append(f"| `{key}` | {value_text} | {default} | {_cell(FAUST_REASONS[key])} |")
     return rows
 
 

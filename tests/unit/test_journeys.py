@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import sys
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -14,10 +13,6 @@ import orjson
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The repository root is on sys.path only when pytest runs from it, and the tests
-# folder is not an installed package, so add the root for ``tests.reference_heuristics``.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from roitrack.journeys import (
     DEFAULT_JOURNEY_START,

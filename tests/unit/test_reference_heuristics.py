@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The repository root is on sys.path only when pytest runs from it, and the tests
-# folder is not an installed package, so add the root for ``tests.reference_heuristics``.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from tests.reference_heuristics import (
     COLUMNS,

@@ -235,12 +235,9 @@ def test_heartbeat_not_below_session_rejected(clean_env: pytest.MonkeyPatch, hea
     with pytest.raises(ValidationError) as info:
         load_settings()
 
-    assert "consumer_heartbeat_s must be lower than consumer_session_timeout_s" in messages(info.value)
+    assert "must be lower than consumer_session_timeout_s" in messages(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the heartbeat error names both settings but not their values (12.5 and 10.25 here)"
-)
 def test_heartbeat_error_names_values(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("ROITRACK_CONSUMER_HEARTBEAT_S", "12.5")
     clean_env.setenv("ROITRACK_CONSUMER_SESSION_TIMEOUT_S", "10.25")
