@@ -152,7 +152,7 @@ def _percent(text: str | None) -> str:
     return "-" if text is None else f"{Decimal(text) * 100:,.1f}%"
 
 
-def _conversions_done(client: "redis.Redis[bytes]", settings: Settings) -> int:
+def _conversions_done(client: "redis.Redis", settings: Settings) -> int:
     from streams.state import Keys
 
     keys = Keys(settings.redis_namespace)
@@ -165,7 +165,7 @@ def _conversions_done(client: "redis.Redis[bytes]", settings: Settings) -> int:
     return total
 
 
-def _attributed_conversions(client: "redis.Redis[bytes]", settings: Settings) -> int:
+def _attributed_conversions(client: "redis.Redis", settings: Settings) -> int:
     from streams.state import Keys
 
     keys = Keys(settings.redis_namespace)
@@ -197,7 +197,7 @@ def build_summary(board: RoiBoard, extra: dict[str, Any]) -> dict[str, Any]:
             "default_model": DEFAULT_MODEL, "models": models, "campaigns": campaigns}
 
 
-def _delete_namespace(client: "redis.Redis[bytes]", namespace: str) -> int:
+def _delete_namespace(client: "redis.Redis", namespace: str) -> int:
     deleted = 0
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"{namespace}:*", count=1000):
@@ -246,7 +246,7 @@ def run_demo(options: DemoOptions) -> int:
         created = create_topics(settings, bootstrap)
         console.print(f"created {len(created)} topics with suffix {suffix}")
 
-        client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+        client: redis.Redis = redis.Redis.from_url(redis_url)
         stack.callback(client.close)
         if not options.keep_state:
             stack.callback(_delete_namespace, client, settings.redis_namespace)

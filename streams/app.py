@@ -69,7 +69,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _records(events: Sequence[EventT]) -> list[Record]:
+def _records(events: Sequence[EventT[bytes]]) -> list[Record]:
     records = []
     for event in events:
         message = event.message
@@ -125,7 +125,9 @@ class Pipeline:
         self, name: str, stream: faust.StreamT[bytes], handle: Callable[[Sequence[Record]], Awaitable[None]]
     ) -> None:
         settings = self.settings
-        async for events in stream.take_events(settings.batch_max_events, within=settings.batch_within_s):
+        # take_events exists on faust-streaming's Stream but not on its StreamT protocol.
+        take_events = stream.take_events  # type: ignore[attr-defined]
+        async for events in take_events(settings.batch_max_events, within=settings.batch_within_s):
             records = _records(events)
             delay_s = 0.5
             while True:
@@ -153,21 +155,24 @@ class Pipeline:
         async def aggregate(stream: faust.StreamT[bytes]) -> None:
             await self._consume("roi", stream, self.roi.process)
 
-        @app.timer(min(0.5, max(0.05, settings.conversion_settle_s / 4)), name="roitrack.release")
+        @app.timer(min(0.5, max(0.05, settings.conversion_settle_s / 4)), name="roitrack.release")  # type: ignore[untyped-decorator]  # faust's timer decorator is untyped
         async def release() -> None:
             await self._guarded("release", self.attribution.release_due)
 
-        @app.timer(settings.roi_update_interval_s, name="roitrack.emit")
+        @app.timer(settings.roi_update_interval_s, name="roitrack.emit")  # type: ignore[untyped-decorator]  # faust's timer decorator is untyped
         async def emit() -> None:
             await self._guarded("emit", self.roi.emit_due)
 
-        @app.on_partitions_revoked.connect
-        async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-            self._forget(revoked)
+        # Faust sends these signals as handler(sender, partitions, signal=...).
+        async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+            self._forget(set(args[0]) if args else set())
 
-        @app.on_partitions_assigned.connect
-        async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+            assigned = args[0] if args else set()
             log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+
+        app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode types the handler more narrowly than it calls it
+        app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]  # mode types the handler more narrowly than it calls it
 
     def _forget(self, revoked: set[Any]) -> None:
         settings = self.settings

@@ -147,7 +147,8 @@ class AttributionProcessor:
             watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
             state = PartitionState(offsets=offsets, watermark_ms=watermark_ms)
             now_s = time.monotonic()
-            for member in await self.store.client.zrange(self.keys.pending(partition), 0, -1):
+            members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
+            for member in members:
                 state.pending[member] = _pending_from_member(member, now_s)
             self.partitions[partition] = state
             log.info(
@@ -304,10 +305,9 @@ class AttributionProcessor:
         return None
 
     def _pending(self, event: Purchase | CouponRedemption, now_s: float) -> PendingConversion:
-        if isinstance(event, Purchase):
-            amount, coupon, order = event.amount, event.coupon_code, event.order_id
-        else:
-            amount, coupon, order = Decimal(0), event.coupon_code, event.order_id
+        amount = event.amount if isinstance(event, Purchase) else Decimal(0)
+        coupon: str | None = event.coupon_code
+        order: str | None = event.order_id
         data = {
             "id": event.event_id,
             "type": event.type,

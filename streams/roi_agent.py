@@ -77,7 +77,7 @@ class RoiProcessor:
             # Publish every known campaign once after a (re)load, so an update
             # lost in a crash between the state write and the send is repeated.
             for member in await self.store.client.smembers(self.keys.campaign_index(partition)):
-                campaign_id = member.decode()
+                campaign_id = member.decode() if isinstance(member, bytes) else str(member)
                 await self._campaign(partition, state, campaign_id)
                 state.dirty.add(campaign_id)
             log.info(
@@ -126,6 +126,7 @@ class RoiProcessor:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
             batch.cover(record.topic, record.offset, record.offset)
+            problem: FieldError | None
             if record.topic == settings.topic_credits:
                 try:
                     value = orjson.loads(record.value or b"")

@@ -51,7 +51,8 @@ return {1}
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """Return the partition Kafka's default (murmur2) partitioner picks for a key."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
