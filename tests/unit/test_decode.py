@@ -431,3 +431,20 @@ def test_random_batch_one_result_per_item(items: list[object]) -> None:
     for index, result in enumerate(results):
         if isinstance(result, Rejected):
             assert result.index == index
+
+
+@pytest.mark.parametrize("code", ["ABC", "EUX", "XXX"])
+def test_unknown_currency_rejected(code: str) -> None:
+    error = only_error(decode_one(changed(VALID_PURCHASE, currency=code)))
+
+    assert error.field == "currency"
+    assert error.value == code
+    assert "ISO 4217" in error.reason
+
+
+@pytest.mark.parametrize("code", ["EUR", "USD", "JPY", "XCG"])
+def test_known_currency_accepted(code: str) -> None:
+    result = decode_one(changed(VALID_PURCHASE, currency=code))
+
+    assert isinstance(result, Purchase)
+    assert result.currency == code
