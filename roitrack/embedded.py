@@ -50,6 +50,19 @@ def free_port() -> int:
         return port
 
 
+def _port_is_free(port: int) -> bool:
+    """Return True when nothing listens on 127.0.0.1:``port`` (a port in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR lets a port left in TIME_WAIT by an earlier run bind, so
+        # only a listening socket makes bind fail (Linux semantics).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -258,6 +271,13 @@ class EmbeddedBroker:
                 f"The embedded broker is already running at {self.bootstrap}; call stop() first."
             )
         binary = tansu_binary()
+        # A broker that fails to bind exits within milliseconds, but a metadata
+        # probe can reach the process that holds the port first, so check here.
+        if port is not None and not _port_is_free(port):
+            raise EmbeddedServiceError(
+                f"Port {LOOPBACK_HOST}:{port} is already in use. Stop the process that "
+                f"listens there, or call start() without a port to use a free one."
+            )
         attempts = 1 if port is not None else max(1, self.port_attempts)
         for attempt in range(1, attempts + 1):
             chosen_port = port if port is not None else free_port()
@@ -342,6 +362,9 @@ class EmbeddedBroker:
                     admin.list_topics()
                 finally:
                     admin.close()
+                # Another broker on a port this one failed to bind also returns metadata.
+                if child.exited():
+                    raise _ExitedEarly(child.process.returncode, child.log_tail())
                 return
             except KafkaError as exc:
                 if child.exited():

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     topic_roi_updates: str = Field("roi-updates", description="Output topic of rolling RoiUpdate records, keyed by campaign id.")
     topic_dead_letters: str = Field("dead-letters", description="Output topic of rejected messages with the reason, keyed like the source message.")
     person_partitions: int = Field(
-        8, ge=1, description="Partitions of the person-keyed topics (touchpoints, conversions, attributions)."
+        8, ge=1, description="Partitions of the person-keyed topics (touchpoints, conversions, attributions) and of dead-letters."
     )
     campaign_partitions: int = Field(
         4, ge=1, description="Partitions of the campaign-keyed topics (campaigns, spend, credits, roi-updates)."
@@ -77,8 +77,8 @@ class Settings(BaseSettings):
         frozenset({"like", "share", "comment", "follow"}),
         description=(
             "Social touchpoint kinds that count as engaged touches with the click lookback, "
-            "comma-separated. Views always count with the view lookback; other kinds are stored "
-            "but not credited."
+            "comma-separated. Views always count with the view lookback; kinds left out are "
+            "ignored by attribution."
         ),
     )
     max_touchpoints_per_person: int = Field(

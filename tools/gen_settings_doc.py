@@ -311,6 +311,8 @@ def render() -> str:
         "- `ROITRACK_CONSUMER_HEARTBEAT_S` must be lower than `ROITRACK_CONSUMER_SESSION_TIMEOUT_S`.",
         "- Each of `ROITRACK_ROI_WINDOWS_S` must be a whole number of minutes, at least 60 s.",
         "- `ROITRACK_ENGAGEMENT_TOUCH_KINDS` may only contain `like`, `share`, `comment`, `follow`.",
+        "- `ROITRACK_REPORTING_CURRENCY` must be a known ISO 4217 code (`schemas/currencies.py`),",
+        "  not only three capital letters.",
         "",
         "`ROITRACK_PERSON_PARTITIONS` and `ROITRACK_CAMPAIGN_PARTITIONS` cannot change once",
         "the topics exist, because keys are hashed to partitions by count and the Redis",

@@ -148,7 +148,7 @@ def test_broker_stop_while_paused() -> None:
     assert not _pid_alive(pid)
 
 
-def test_broker_port_in_use_reports_log() -> None:
+def test_broker_port_in_use_rejected() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -160,7 +160,20 @@ def test_broker_port_in_use_reports_log() -> None:
 
     message = str(raised.value)
     assert f"127.0.0.1:{port}" in message
-    assert "log" in message
+    assert "already in use" in message
+    assert not broker.running
+
+
+def test_broker_port_of_other_broker_rejected(kafka_bootstrap: str) -> None:
+    host, port_text = kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    if host != "127.0.0.1":
+        pytest.skip(f"the session broker {kafka_bootstrap} is not on 127.0.0.1")
+    port = int(port_text)
+    broker = EmbeddedBroker(start_timeout_s=10.0)
+
+    with pytest.raises(EmbeddedServiceError, match="already in use"):
+        broker.start(port)
+
     assert not broker.running
 
 
@@ -273,6 +286,7 @@ def test_make_settings_unique_names(make_settings: SettingsFactory) -> None:
     assert first.consumer_heartbeat_s == 1.0
     assert first.person_partitions == 4
     assert first.campaign_partitions == 2
+    assert first.data_dir.endswith("faust-data")
 
 
 def test_local_redis_reuses_live_server(redis_url: str) -> None:
