@@ -93,9 +93,89 @@ class Settings(BaseSettings):
             "in wall time once it is caught up."
         ),
     )
+    conversion_idle_release_s: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "Seconds of wall time after which pending conversions are attributed anyway, once "
+            "the worker has applied every touchpoint the broker holds for the partition and none "
+            "arrived for as long. Ends the wait at the end of a stream or in a quiet period."
+        ),
+    )
+    allowed_lateness_s: int = Field(
+        3 * 86400,
+        ge=0,
+        description=(
+            "How far in event time an event may trail the latest event of its partition; "
+            "later events go to the dead-letter topic marked late. Seconds."
+        ),
+    )
+    max_future_skew_s: int = Field(
+        300,
+        ge=0,
+        description="How far ahead of the worker's clock an event time may be before it is rejected, in seconds.",
+    )
     reporting_currency: str = Field(
         "EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of spend and of every reported amount."
     )
+
+    # --- Privacy and traffic quality ---------------------------------------
+    pii_salt: str = Field(
+        "",
+        description=(
+            "Secret salt of the SHA-256 hashes of e-mail addresses and phone numbers. "
+            "Empty hashes without a salt, which a dictionary attack can reverse: set it in "
+            "production and keep it stable, or hashes stop matching."
+        ),
+        repr=False,
+    )
+    bot_user_agent_patterns: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("bot", "crawler", "spider", "slurp", "facebookexternalhit", "preview", "python-requests", "curl/", "wget/"),
+        description=(
+            "Case-insensitive substrings of user agents that mark a touchpoint as a bot, "
+            "comma-separated. Bot touchpoints are counted and not credited."
+        ),
+    )
+    flood_max_clicks: int = Field(
+        30,
+        ge=1,
+        description=(
+            "Clicks from one person or one truncated IP address allowed per flood window; "
+            "clicks beyond it are counted as a flood and not credited."
+        ),
+    )
+    flood_window_s: int = Field(60, ge=1, description="Length of the click-flood window, in seconds of event time.")
+
+    # --- HTTP collector ------------------------------------------------------
+    collector_bind: str = Field("127.0.0.1", description="Address the collector listens on; 0.0.0.0 for all interfaces.")
+    collector_port: int = Field(8080, ge=1, le=65535, description="Port of the collector's HTTP server.")
+    collector_tokens: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Bearer tokens accepted by the batch endpoint, comma-separated. Empty rejects "
+            "every batch request. Secret: never logged."
+        ),
+        repr=False,
+    )
+    collector_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body the batch endpoint accepts, in bytes."
+    )
+    collector_max_batch_events: int = Field(
+        1000, ge=1, description="Most events one batch request may carry."
+    )
+    collector_redirect_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Host names the click redirect may send people to, comma-separated; a leading "
+            "'.' also allows subdomains (.example.com). Empty rejects every redirect."
+        ),
+    )
+    cookie_name: str = Field("rt_aid", pattern=r"^[A-Za-z0-9_]{1,64}$", description="Name of the first-party anonymous-id cookie.")
+    cookie_max_age_s: int = Field(
+        400 * 86400, ge=0, description="Lifetime of the anonymous-id cookie, in seconds (browsers cap it at 400 days)."
+    )
+    cookie_secure: bool = Field(False, description="Mark the anonymous-id cookie Secure (HTTPS only).")
+    cookie_domain: str = Field("", description="Domain attribute of the cookie; empty means the collector's host only.")
 
     # --- ROI -------------------------------------------------------------
     roi_windows_s: Annotated[tuple[int, ...], NoDecode] = Field(
@@ -146,6 +226,20 @@ class Settings(BaseSettings):
     def _split_kinds(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("collector_tokens", "collector_redirect_hosts", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("bot_user_agent_patterns", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("roi_windows_s", mode="before")

@@ -2,6 +2,7 @@
 
 from schemas.common import SCHEMA_VERSION, Envelope
 from schemas.events import (
+    Identify,
     Campaign,
     CheckIn,
     Click,
@@ -22,6 +23,7 @@ __all__ = [
     "CouponRedemption",
     "DeadLetter",
     "Envelope",
+    "Identify",
     "Purchase",
     "RoiUpdate",
     "SocialTouch",

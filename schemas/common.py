@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from decimal import Decimal
@@ -106,8 +107,25 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"is not an IPv4 or IPv6 address: {value!r}") from None
+
+
+IpAddress = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_ip)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Phone = Annotated[str, StringConstraints(max_length=32, pattern=r"^\+?[0-9 ()./-]{4,31}$")]
+
+
 class Envelope(StrictModel):
-    """Fields every input event carries."""
+    """Fields every input event carries.
+
+    ``email``, ``phone`` and ``ip`` are personal data: ``schemas.privacy.protect``
+    replaces them at the edge (hashes, truncated address) before anything is stored.
+    """
 
     schema_version: int = Field(SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION, strict=True)
     event_id: Id
@@ -115,6 +133,13 @@ class Envelope(StrictModel):
     user_id: Id | None = None
     anonymous_id: Id | None = None
     source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "unknown"
+    consent: bool | None = Field(None, strict=True, description="false: the person refused tracking; the event is dropped")
+    ip: IpAddress | None = None
+    user_agent: Annotated[str, StringConstraints(max_length=512)] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    email_sha256: Sha256Hex | None = None
+    phone_sha256: Sha256Hex | None = None
 
     @model_validator(mode="after")
     def _require_person(self) -> "Envelope":

@@ -118,11 +118,23 @@ class Spend(StrictModel):
         return self
 
 
+class Identify(Envelope):
+    """Links an anonymous id to a user id, for example at login or sign-up."""
+
+    type: Literal["identify"] = "identify"
+
+    @model_validator(mode="after")
+    def _both_ids(self) -> "Identify":
+        if self.user_id is None or self.anonymous_id is None:
+            raise ValueError("identify needs both user_id and anonymous_id")
+        return self
+
+
 Touchpoint = Click | SocialTouch | CheckIn
 Conversion = Purchase | CouponRedemption
 
 InputEvent = Annotated[
-    Union[Click, SocialTouch, CheckIn, CouponRedemption, Purchase, Campaign, Spend],
+    Union[Click, SocialTouch, CheckIn, Identify, CouponRedemption, Purchase, Campaign, Spend],
     Field(discriminator="type"),
 ]
 
@@ -130,13 +142,16 @@ EVENT_TYPES: dict[str, type[StrictModel]] = {
     "click": Click,
     "touch": SocialTouch,
     "checkin": CheckIn,
+    "identify": Identify,
     "coupon_redemption": CouponRedemption,
     "purchase": Purchase,
     "campaign": Campaign,
     "spend": Spend,
 }
 
-TOUCHPOINT_TYPES = frozenset({"click", "touch", "checkin"})
+#: Types produced to the touchpoints topic; identify travels with them so it
+#: is ordered with the person's touchpoints.
+TOUCHPOINT_TYPES = frozenset({"click", "touch", "checkin", "identify"})
 CONVERSION_TYPES = frozenset({"purchase", "coupon_redemption"})
 CAMPAIGN_TYPES = frozenset({"campaign", "spend"})
 

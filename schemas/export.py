@@ -8,13 +8,14 @@ from typing import Any
 import orjson
 
 from schemas.common import StrictModel
-from schemas.events import Campaign, CheckIn, Click, CouponRedemption, Purchase, SocialTouch, Spend
+from schemas.events import Campaign, CheckIn, Click, CouponRedemption, Identify, Purchase, SocialTouch, Spend
 from schemas.outputs import Attribution, CampaignCredit, DeadLetter, RoiUpdate
 
 EXPORTED_MODELS: tuple[type[StrictModel], ...] = (
     Click,
     SocialTouch,
     CheckIn,
+    Identify,
     CouponRedemption,
     Purchase,
     Campaign,

@@ -4,14 +4,20 @@
 ``conversions`` topics. For each batch and partition it
 
 1. skips messages at or below the offsets already applied in Redis,
-2. sends rejected events to the dead-letter topic,
-3. writes touchpoints and pending conversions to Redis in one fenced script
-   call, together with the offsets they came from,
-4. releases conversions whose settle delay has passed: reads the person's
-   touchpoints, credits campaigns under every model, sends the Attribution
-   and one credit per campaign, and only then removes them from the pending
-   set. A crash before that removal re-sends the same credits, which the ROI
-   processor drops by credit id.
+2. decodes and validates each event, protects personal data, drops events
+   without consent, and rejects events that are late or dated in the future,
+3. drops repeated events (a touchpoint already stored, a conversion whose
+   event id or order id was seen within the deduplication horizon),
+4. flags bot touchpoints and click floods, which are counted, not stored,
+5. sends rejected events to the dead-letter topic, then writes touchpoints,
+   identity links and pending conversions to Redis in one fenced script call,
+   together with the offsets they came from,
+6. releases conversions whose settle delay has passed: reads the person's
+   touchpoints (and those of anonymous ids linked to the person), credits
+   campaigns under every model, sends the Attribution and one credit per
+   campaign, and only then removes them from the pending set. A crash before
+   that removal re-sends the same credits, which the ROI processor drops by
+   credit id.
 """
 
 from __future__ import annotations
@@ -22,30 +28,36 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 import orjson
 
-from roitrack.attribution import (
-    AttributionParams,
-    StoredTouch,
-    credit_all_models,
-    credit_coupon,
-    eligible_touches,
-    revenue_shares,
-)
+from roitrack.attribution import AttributionParams, StoredTouch
 from roitrack.settings import Settings
-from schemas.common import epoch_ms
+from schemas.common import StrictModel, epoch_ms
 from schemas.decode import Rejected, decode_message
-from schemas.events import CheckIn, Click, CouponRedemption, Purchase, SocialTouch
-from schemas.outputs import DEFAULT_MODEL, FieldError
-from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter
-from streams.state import FencedBatch, StaleBatch, StateStore
+from schemas.events import CheckIn, Click, CouponRedemption, Identify, Purchase, SocialTouch
+from schemas.outputs import FieldError
+from schemas.privacy import protect
+from streams.crediting import (
+    PendingConversion,
+    attribute,
+    decode_pending,
+    decode_touch,
+    encode_pending,
+    encode_touch,
+)
+from streams.quality import FloodCheck, is_bot
+from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
+from streams.state import FencedBatch, StaleBatch, StateStore, partition_for_key
+
+# Re-exported for callers and tests that encode touchpoints.
+__all__ = ["AttributionProcessor", "PendingConversion", "decode_touch", "encode_touch"]
 
 log = logging.getLogger(__name__)
 
-_SEPARATOR = "\x1f"  # ids cannot contain control characters, so this never collides
 WATERMARK_FIELD = "_watermark_ms"
+MAX_EVENT_FIELD = "_max_event_ms"
 
 _REMOVE_PENDING_LUA = """
 local removed = 0
@@ -57,55 +69,36 @@ return removed
 
 
 @dataclass(slots=True)
-class PendingConversion:
-    """A conversion waiting for its settle delay, as stored in Redis."""
-
-    member: bytes
-    conversion_id: str
-    conversion_type: str
-    person_id: str
-    order_id: str | None
-    amount: Decimal
-    currency: str
-    coupon_code: str | None
-    time_ms: int
-    arrived_s: float
-
-
-@dataclass(slots=True)
 class PartitionState:
     """What this worker knows of one person partition."""
 
     offsets: dict[str, int]
     watermark_ms: int
+    max_event_ms: int
     pending: dict[bytes, PendingConversion] = field(default_factory=dict)
     last_touch_arrival_s: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def encode_touch(event_id: str, campaign_id: str, touch_class: str) -> str:
-    return f"{event_id}{_SEPARATOR}{campaign_id}{_SEPARATOR}{touch_class}"
+@dataclass(slots=True)
+class TouchCandidate:
+    event: Click | SocialTouch | CheckIn
+    key: str
+    member: str
+    time_ms: int
+    touch_class: str
 
 
-def decode_touch(member: bytes, score: float) -> StoredTouch:
-    event_id, campaign_id, touch_class = member.decode().split(_SEPARATOR)
-    return StoredTouch(event_id, campaign_id, touch_class, int(score))  # type: ignore[arg-type]  # written by encode_touch from a TouchClass
+@dataclass(slots=True)
+class BatchPlan:
+    """What one partition's batch will write, built before anything is written."""
 
-
-def _pending_from_member(member: bytes, arrived_s: float) -> PendingConversion:
-    data = orjson.loads(member)
-    return PendingConversion(
-        member=member,
-        conversion_id=data["id"],
-        conversion_type=data["type"],
-        person_id=data["person"],
-        order_id=data.get("order"),
-        amount=Decimal(data["amount"]),
-        currency=data["currency"],
-        coupon_code=data.get("coupon"),
-        time_ms=int(data["t"]),
-        arrived_s=arrived_s,
-    )
+    dead: list[Outgoing] = field(default_factory=list)
+    touches: list[TouchCandidate] = field(default_factory=list)
+    conversions: list[tuple[Purchase | CouponRedemption, Record]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (user id, anonymous id)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    max_event_ms: int = 0
 
 
 class AttributionProcessor:
@@ -136,6 +129,12 @@ class AttributionProcessor:
         self.partitions: dict[int, PartitionState] = {}
         self._remove_pending = store.client.register_script(_REMOVE_PENDING_LUA)
         self.stats: dict[str, int] = defaultdict(int)
+        self.flood = FloodCheck(settings, store)
+        if not settings.pii_salt:
+            log.warning(
+                "ROITRACK_PII_SALT is empty: e-mail and phone hashes are unsalted and can be "
+                "reversed with a dictionary; set a secret salt in production"
+            )
 
     # --- partition lifecycle --------------------------------------------
 
@@ -145,11 +144,12 @@ class AttributionProcessor:
             offsets_key = self.keys.offsets(self.keys.person_tag(partition))
             offsets = await self.store.load_offsets(offsets_key)
             watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
-            state = PartitionState(offsets=offsets, watermark_ms=watermark_ms)
+            max_event_ms = offsets.pop(MAX_EVENT_FIELD, 0)
+            state = PartitionState(offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms)
             now_s = time.monotonic()
             members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
             for member in members:
-                state.pending[member] = _pending_from_member(member, now_s)
+                state.pending[member] = decode_pending(member, now_s)
             self.partitions[partition] = state
             log.info(
                 "loaded person partition=%d offsets=%s pending=%d watermark_ms=%d",
@@ -180,81 +180,198 @@ class AttributionProcessor:
                     self.partitions.pop(partition, None)
                     raise
 
-    async def _ingest(self, partition: int, state: PartitionState, records: Sequence[Record]) -> None:
-        settings = self.settings
-        batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
-        dead: list[Outgoing] = []
-        touches: dict[str, list[str | int]] = defaultdict(list)
-        new_pending: list[PendingConversion] = []
-        watermark_ms = state.watermark_ms
-        now_s = time.monotonic()
-        wall_ms = int(time.time() * 1000)
-        touch_count = 0
+    def _reject(self, plan: BatchPlan, record: Record, reason: str, problem: FieldError, step: str, event: StrictModel) -> None:
+        plan.dead.append(dead_letter(
+            self.settings.topic_dead_letters, record, reason, [problem], step,
+            self.settings.dead_letter_payload_max_bytes,
+            raw=orjson.dumps(event.model_dump(mode="json", exclude_none=True)),
+        ))
 
+    def _classify(self, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch) -> BatchPlan:
+        """Decode, validate and sort a partition's records into a plan; writes nothing."""
+        settings = self.settings
+        plan = BatchPlan(max_event_ms=state.max_event_ms)
+        wall_ms = int(time.time() * 1000)
+        future_limit_ms = wall_ms + settings.max_future_skew_s * 1000
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue  # applied before a restart or a rebalance
             batch.cover(record.topic, record.offset, record.offset)
             for item in decode_message(record.value):
                 if isinstance(item, Rejected):
-                    dead.append(rejected_dead_letter(
+                    plan.dead.append(rejected_dead_letter(
                         settings.topic_dead_letters, record, item, "attribution.decode",
                         settings.dead_letter_payload_max_bytes,
                     ))
                     continue
-                if isinstance(item, (Click, SocialTouch, CheckIn)) and record.topic == settings.topic_touchpoints:
-                    touch = self._touch_member(item)
-                    if touch is not None:
-                        member, time_ms = touch
-                        touches[self.keys.touchpoints(partition, item.person_id)].extend((time_ms, member))
-                        touch_count += 1
-                        watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
+                if isinstance(item, (Click, SocialTouch, CheckIn, Identify, Purchase, CouponRedemption)):
+                    self._classify_person_event(plan, partition, record, item, wall_ms, future_limit_ms)
                     continue
-                if isinstance(item, (Purchase, CouponRedemption)) and record.topic == settings.topic_conversions:
-                    problem = self._conversion_problem(item)
-                    if problem is not None:
-                        dead.append(dead_letter(
-                            settings.topic_dead_letters, record, "unsupported", [problem],
-                            "attribution.convert", settings.dead_letter_payload_max_bytes,
-                            raw=orjson.dumps(item.model_dump(mode="json")),
-                        ))
-                        continue
-                    new_pending.append(self._pending(item, now_s))
-                    continue
-                dead.append(dead_letter(
-                    settings.topic_dead_letters, record, "unsupported",
-                    [FieldError(field="type", value=item.type,  # type: ignore[attr-defined]  # every input model has a type literal
-                                reason=f"event type does not belong on topic {record.topic}; send it to its own topic")],
-                    "attribution.route", settings.dead_letter_payload_max_bytes,
-                    raw=orjson.dumps(item.model_dump(mode="json")),
-                ))
+                self._reject(plan, record, "unsupported", FieldError(
+                    field="type", value=getattr(item, "type", None),
+                    reason=f"event type does not belong on topic {record.topic}; send it to its own topic",
+                ), "attribution.route", item)
+        return plan
 
-        if dead:
+    def _classify_person_event(
+        self,
+        plan: BatchPlan,
+        partition: int,
+        record: Record,
+        raw_event: Click | SocialTouch | CheckIn | Identify | Purchase | CouponRedemption,
+        wall_ms: int,
+        future_limit_ms: int,
+    ) -> None:
+        settings = self.settings
+        if raw_event.consent is False:
+            plan.counts["consent_dropped"] += 1
+            return
+        event = protect(raw_event, settings.pii_salt)
+        time_ms = epoch_ms(event.event_time)
+        if time_ms > future_limit_ms:
+            self._reject(plan, record, "invalid", FieldError(
+                field="event_time", value=event.event_time.isoformat(),
+                reason=(f"is more than {settings.max_future_skew_s} s ahead of the worker clock; "
+                        "check the sender's clock or ROITRACK_MAX_FUTURE_SKEW_S"),
+            ), "attribution.time", event)
+            return
+        if plan.max_event_ms and time_ms < plan.max_event_ms - settings.allowed_lateness_s * 1000:
+            self._reject(plan, record, "late", FieldError(
+                field="event_time", value=event.event_time.isoformat(),
+                reason=(f"is more than {settings.allowed_lateness_s} s behind the partition's latest event; "
+                        "raise ROITRACK_ALLOWED_LATENESS_S to accept it"),
+            ), "attribution.time", event)
+            return
+        plan.max_event_ms = max(plan.max_event_ms, min(time_ms, wall_ms))
+
+        expected_topic = settings.topic_conversions if isinstance(event, (Purchase, CouponRedemption)) else settings.topic_touchpoints
+        if record.topic != expected_topic:
+            self._reject(plan, record, "unsupported", FieldError(
+                field="type", value=event.type,
+                reason=f"event type does not belong on topic {record.topic}; send it to {expected_topic}",
+            ), "attribution.route", event)
+            return
+
+        if isinstance(event, Identify):
+            plan.links.append((event.user_id, event.anonymous_id))  # type: ignore[arg-type]  # Identify requires both ids
+            return
+        if isinstance(event, (Purchase, CouponRedemption)):
+            problem = self._conversion_problem(event)
+            if problem is not None:
+                self._reject(plan, record, "unsupported", problem, "attribution.convert", event)
+                return
+            if event.user_id is not None and event.anonymous_id is not None:
+                plan.links.append((event.user_id, event.anonymous_id))
+            plan.conversions.append((event, record))
+            return
+        touch = self._touch_member(event)
+        if touch is None:
+            plan.counts["touchpoints_ignored"] += 1
+            return
+        member, touch_class = touch
+        if is_bot(event.user_agent, settings.bot_user_agent_patterns):
+            plan.counts["touchpoints_bot"] += 1
+            return
+        plan.touches.append(TouchCandidate(event, self.keys.touchpoints(partition, event.person_id), member, time_ms, touch_class))
+
+    async def _drop_repeats(self, partition: int, plan: BatchPlan) -> list[PendingConversion]:
+        """Remove touchpoints already stored and conversions already seen; return new pending conversions."""
+        pipe = self.store.client.pipeline(transaction=False)
+        by_key: dict[str, list[TouchCandidate]] = defaultdict(list)
+        for candidate in plan.touches:
+            by_key[candidate.key].append(candidate)
+        for key, candidates in by_key.items():
+            pipe.zmscore(key, [candidate.member for candidate in candidates])
+        seen_ids: list[str] = []
+        for event, _ in plan.conversions:
+            seen_ids.append(f"e:{event.event_id}")
+            if event.order_id is not None:
+                seen_ids.append(f"o:{event.type}:{event.order_id}")
+        if seen_ids:
+            pipe.zmscore(self.keys.seen_events(partition), seen_ids)
+        results = await pipe.execute() if (by_key or seen_ids) else []
+
+        fresh_touches: list[TouchCandidate] = []
+        batch_members: set[tuple[str, str]] = set()
+        for (key, candidates), scores in zip(by_key.items(), results):
+            for candidate, score in zip(candidates, scores):
+                if score is not None or (key, candidate.member) in batch_members:
+                    plan.counts["duplicates"] += 1
+                    continue
+                batch_members.add((key, candidate.member))
+                fresh_touches.append(candidate)
+        plan.touches = fresh_touches
+
+        seen: set[str] = set()
+        if seen_ids:
+            seen = {seen_id for seen_id, score in zip(seen_ids, results[-1]) if score is not None}
+        now_s = time.monotonic()
+        fresh: list[PendingConversion] = []
+        for event, _ in plan.conversions:
+            ids = [f"e:{event.event_id}"] + ([f"o:{event.type}:{event.order_id}"] if event.order_id else [])
+            if any(seen_id in seen for seen_id in ids):
+                plan.counts["duplicates"] += 1
+                continue
+            seen.update(ids)
+            fresh.append(self._pending(event, now_s))
+        return fresh
+
+    async def _ingest(self, partition: int, state: PartitionState, records: Sequence[Record]) -> None:
+        settings = self.settings
+        batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
+        plan = self._classify(partition, state, records, batch)
+        new_pending = await self._drop_repeats(partition, plan)
+        plan.touches, flooded = await self.flood.filter(partition, plan.touches)
+        plan.counts["clicks_flood"] += flooded
+
+        if plan.dead:
             # Dead letters go out before the offsets move, so a crash cannot lose them.
-            await self.send(dead)
-            self.stats["dead_letters"] += len(dead)
-            log.warning("sent %d dead letter(s) from person partition=%d", len(dead), partition)
+            await self.send(plan.dead)
+            self.stats["dead_letters"] += len(plan.dead)
+            log.warning("sent %d dead letter(s) from person partition=%d", len(plan.dead), partition)
 
+        watermark_ms = state.watermark_ms
+        wall_ms = int(time.time() * 1000)
+        touches_by_key: dict[str, list[str | int]] = defaultdict(list)
+        for candidate in plan.touches:
+            touches_by_key[candidate.key].extend((candidate.time_ms, candidate.member))
+            watermark_ms = max(watermark_ms, min(candidate.time_ms, wall_ms))
         ttl_ms = settings.touchpoint_ttl_s * 1000
-        for key, pairs in touches.items():
+        for key, pairs in touches_by_key.items():
             batch.command("ZADD", key, *pairs)
             batch.command("ZREMRANGEBYRANK", key, 0, -(settings.max_touchpoints_per_person + 1))
             batch.command("ZREMRANGEBYSCORE", key, "-inf", f"({watermark_ms - ttl_ms}")
             batch.command("PEXPIRE", key, ttl_ms)
+        for user_id, anonymous_id in plan.links:
+            alias_key = self.keys.aliases(partition, user_id)
+            batch.command("SADD", alias_key, anonymous_id)
+            batch.command("PEXPIRE", alias_key, ttl_ms)
         if new_pending:
             pairs_pending: list[str | int | bytes] = []
+            seen_pairs: list[str | int] = []
             for pending in new_pending:
                 pairs_pending.extend((pending.time_ms, pending.member))
+                seen_pairs.extend((wall_ms, f"e:{pending.conversion_id}"))
+                if pending.order_id is not None:
+                    seen_pairs.extend((wall_ms, f"o:{pending.conversion_type}:{pending.order_id}"))
             batch.command("ZADD", self.keys.pending(partition), *pairs_pending)
+            seen_key = self.keys.seen_events(partition)
+            batch.command("ZADD", seen_key, *seen_pairs)
+            batch.command("ZREMRANGEBYSCORE", seen_key, "-inf", f"({wall_ms - settings.dedup_horizon_s * 1000}")
+
         stats_key = self.keys.person_stats(partition)
-        if touch_count:
-            batch.command("HINCRBY", stats_key, "touchpoints", touch_count)
-        if new_pending:
-            batch.command("HINCRBY", stats_key, "conversions_received", len(new_pending))
-        if dead:
-            batch.command("HINCRBY", stats_key, "dead_letters", len(dead))
+        counts = dict(plan.counts)
+        counts["touchpoints"] = len(plan.touches)
+        counts["conversions_received"] = len(new_pending)
+        counts["identity_links"] = len(plan.links)
+        counts["dead_letters"] = len(plan.dead)
+        for name, value in sorted(counts.items()):
+            if value:
+                batch.command("HINCRBY", stats_key, name, value)
         if watermark_ms != state.watermark_ms:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
+        if plan.max_event_ms != state.max_event_ms:
+            batch.command("HSET", batch.offsets_key, MAX_EVENT_FIELD, plan.max_event_ms)
 
         try:
             await self.store.apply(batch)
@@ -266,14 +383,15 @@ class AttributionProcessor:
         for topic, (_, last) in batch.offset_ranges.items():
             state.offsets[topic] = last
         state.watermark_ms = watermark_ms
-        if touch_count:
-            state.last_touch_arrival_s = now_s
+        state.max_event_ms = plan.max_event_ms
+        if plan.touches:
+            state.last_touch_arrival_s = time.monotonic()
         for pending in new_pending:
             state.pending[pending.member] = pending
-        self.stats["touchpoints"] += touch_count
-        self.stats["conversions_received"] += len(new_pending)
+        for name, value in counts.items():
+            self.stats[name] += value
 
-    def _touch_member(self, event: Click | SocialTouch | CheckIn) -> tuple[str, int] | None:
+    def _touch_member(self, event: Click | SocialTouch | CheckIn) -> tuple[str, str] | None:
         if isinstance(event, Click):
             touch_class = "click"
         elif isinstance(event, SocialTouch):
@@ -287,7 +405,7 @@ class AttributionProcessor:
             if event.campaign_id is None:
                 return None  # a check-in without a campaign credits nothing
             touch_class = "checkin"
-        return encode_touch(event.event_id, event.campaign_id, touch_class), epoch_ms(event.event_time)  # type: ignore[arg-type]  # campaign_id is set on every branch that reaches here
+        return encode_touch(event.event_id, event.campaign_id, touch_class), touch_class  # type: ignore[arg-type]  # campaign_id is set on every branch that reaches here
 
     def _conversion_problem(self, event: Purchase | CouponRedemption) -> FieldError | None:
         currency = event.currency
@@ -306,20 +424,18 @@ class AttributionProcessor:
 
     def _pending(self, event: Purchase | CouponRedemption, now_s: float) -> PendingConversion:
         amount = event.amount if isinstance(event, Purchase) else Decimal(0)
-        coupon: str | None = event.coupon_code
-        order: str | None = event.order_id
         data = {
             "id": event.event_id,
             "type": event.type,
             "person": event.person_id,
-            "order": order,
+            "anon": event.anonymous_id if event.user_id is not None else None,
+            "order": event.order_id,
             "amount": format(amount, "f"),
             "currency": self.settings.reporting_currency,
-            "coupon": coupon,
+            "coupon": event.coupon_code,
             "t": epoch_ms(event.event_time),
         }
-        member = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-        return _pending_from_member(member, now_s)
+        return decode_pending(encode_pending(data), now_s)
 
     # --- release ---------------------------------------------------------
 
@@ -339,25 +455,25 @@ class AttributionProcessor:
 
         A conversion is due once the partition's touchpoints have moved past
         its event time plus the settle delay. Otherwise, once it waited the
-        settle delay in wall time, it is due only if this worker has applied
-        every touchpoint the broker holds for the partition, so a backlog of
+        idle-release time, it is due only if this worker has applied every
+        touchpoint the broker holds for the partition, so a backlog of
         touchpoints is never skipped.
         """
         now_s = time.monotonic()
-        settle_s = self.settings.conversion_settle_s
+        idle_s = self.settings.conversion_idle_release_s
         due = []
         waiting = []
         for pending in state.pending.values():
             if pending.time_ms + self.settle_ms <= state.watermark_ms:
                 due.append(pending)
-            elif now_s - pending.arrived_s >= settle_s:
+            elif now_s - pending.arrived_s >= idle_s:
                 waiting.append(pending)
         if waiting and await self._touchpoints_caught_up(partition, state, now_s):
             due.extend(waiting)
         return due
 
     async def _touchpoints_caught_up(self, partition: int, state: PartitionState, now_s: float) -> bool:
-        if now_s - state.last_touch_arrival_s < self.settings.conversion_settle_s:
+        if now_s - state.last_touch_arrival_s < self.settings.conversion_idle_release_s:
             return False  # touchpoints are still arriving
         if self.touch_end_offset is None:
             return True
@@ -367,6 +483,41 @@ class AttributionProcessor:
         applied = state.offsets.get(self.settings.topic_touchpoints, -1)
         return applied + 1 >= end_offset
 
+    async def _touches_for(self, partition: int, due: list[PendingConversion]) -> list[list[StoredTouch]]:
+        """Read each conversion's touchpoints: the person's, and those of linked anonymous ids."""
+        lookback_ms = max(self.params.lookback_click_ms, self.params.lookback_view_ms)
+        alias_pipe = self.store.client.pipeline(transaction=False)
+        for pending in due:
+            alias_pipe.smembers(self.keys.aliases(partition, pending.person_id))
+        alias_sets = await alias_pipe.execute()
+
+        key_lists: list[list[str]] = []
+        for pending, members in zip(due, alias_sets):
+            anonymous_ids = {member.decode() for member in members}
+            if pending.anonymous_id is not None:
+                anonymous_ids.add(pending.anonymous_id)
+            anonymous_ids.discard(pending.person_id)
+            keys = [self.keys.touchpoints(partition, pending.person_id)]
+            for anonymous_id in sorted(anonymous_ids):
+                alias_partition = partition_for_key(anonymous_id.encode(), self.settings.person_partitions)
+                keys.append(self.keys.touchpoints(alias_partition, anonymous_id))
+            key_lists.append(keys)
+
+        pipe = self.store.client.pipeline(transaction=False)
+        for pending, keys in zip(due, key_lists):
+            for key in keys:
+                pipe.zrangebyscore(key, pending.time_ms - lookback_ms, pending.time_ms, withscores=True)
+        results = iter(await pipe.execute())
+        touches: list[list[StoredTouch]] = []
+        for keys in key_lists:
+            found: dict[str, StoredTouch] = {}
+            for _ in keys:
+                for member, score in next(results):
+                    touch = decode_touch(member, score)
+                    found.setdefault(touch.event_id, touch)
+            touches.append(list(found.values()))
+        return touches
+
     async def _release(self, partition: int, state: PartitionState) -> None:
         due = await self._due(partition, state)
         if not due:
@@ -374,49 +525,39 @@ class AttributionProcessor:
         due, folded = self._merge_coupon_redemptions(due, state)
         if not due and not folded:
             return
-        lookback_ms = max(self.params.lookback_click_ms, self.params.lookback_view_ms)
 
-        pipe = self.store.client.pipeline(transaction=False)
-        for pending in due:
-            pipe.zrangebyscore(
-                self.keys.touchpoints(partition, pending.person_id),
-                pending.time_ms - lookback_ms, pending.time_ms, withscores=True,
-            )
         codes = sorted({pending.coupon_code for pending in due if pending.coupon_code})
-        if codes:
-            pipe.hmget(self.keys.coupons(), codes)
-        results = await pipe.execute()
         coupon_campaigns: dict[str, str] = {}
         if codes:
-            for code, campaign in zip(codes, results.pop()):
+            for code, campaign in zip(codes, await self.store.client.hmget(self.keys.coupons(), codes)):
                 if campaign is not None:
-                    coupon_campaigns[code] = campaign.decode()
+                    coupon_campaigns[code] = campaign.decode() if isinstance(campaign, bytes) else str(campaign)
+        touches = await self._touches_for(partition, due) if due else []
 
         outgoing: list[Outgoing] = []
         unattributed = 0
-        for pending, raw_touches in zip(due, results):
-            touches = [decode_touch(member, score) for member, score in raw_touches]
-            messages = self._attribute(pending, touches, coupon_campaigns)
+        for pending, person_touches in zip(due, touches):
+            coupon_campaign = coupon_campaigns.get(pending.coupon_code) if pending.coupon_code else None
+            messages = attribute(self.settings, self.params, pending, person_touches, coupon_campaign)
             if len(messages) == 1:
                 unattributed += 1
             outgoing.extend(messages)
         await self.send(outgoing)
 
-        removed = await self._remove_pending(
-            keys=[self.keys.pending(partition)], args=[pending.member for pending in due] + folded
-        )
+        members = [pending.member for pending in due] + folded
+        removed = await self._remove_pending(keys=[self.keys.pending(partition)], args=members)
         pipe = self.store.client.pipeline(transaction=False)
         pipe.hincrby(self.keys.person_stats(partition), "conversions_attributed", len(due) - unattributed)
         pipe.hincrby(self.keys.person_stats(partition), "conversions_unattributed", unattributed)
         await pipe.execute()
-        for member in [pending.member for pending in due] + folded:
+        for member in members:
             state.pending.pop(member, None)
         self.stats["conversions_attributed"] += len(due) - unattributed
         self.stats["conversions_unattributed"] += unattributed
-        if removed != len(due) + len(folded):
+        if removed != len(members):
             log.warning(
                 "person partition=%d: %d of %d released conversions were already removed by another worker",
-                partition, len(due) + len(folded) - int(removed), len(due) + len(folded),
+                partition, len(members) - int(removed), len(members),
             )
 
     def _merge_coupon_redemptions(
@@ -442,71 +583,3 @@ class AttributionProcessor:
                     continue
             merged.append(pending)
         return merged, folded
-
-    def _attribute(
-        self,
-        pending: PendingConversion,
-        touches: list[StoredTouch],
-        coupon_campaigns: dict[str, str],
-    ) -> list[Outgoing]:
-        settings = self.settings
-        eligible = eligible_touches(touches, pending.time_ms, self.params)
-        coupon_campaign = coupon_campaigns.get(pending.coupon_code) if pending.coupon_code else None
-        if coupon_campaign is not None:
-            basis = "coupon"
-            models = credit_coupon(coupon_campaign)
-        elif eligible:
-            basis = "touchpoints"
-            models = credit_all_models(eligible, pending.time_ms, self.params)
-        else:
-            basis = "unattributed"
-            models = {}
-
-        event_time = iso_ms(pending.time_ms)
-        credits_by_model: dict[str, list[dict[str, str]]] = {}
-        per_campaign: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: {"weights": {}, "revenue": {}})
-        for model, weights in models.items():
-            shares = revenue_shares(weights, pending.amount)
-            credits_by_model[model] = [
-                {"campaign_id": campaign_id, "weight": decimal_text(weight), "revenue": decimal_text(shares[campaign_id])}
-                for campaign_id, weight in sorted(weights.items())
-            ]
-            for campaign_id, weight in weights.items():
-                per_campaign[campaign_id]["weights"][model] = decimal_text(weight)
-                per_campaign[campaign_id]["revenue"][model] = decimal_text(shares[campaign_id])
-
-        attribution = {
-            "type": "attribution",
-            "conversion_id": pending.conversion_id,
-            "conversion_type": pending.conversion_type,
-            "person_id": pending.person_id,
-            "order_id": pending.order_id,
-            "event_time": event_time,
-            "revenue": format(pending.amount, "f"),
-            "currency": pending.currency,
-            "default_model": DEFAULT_MODEL,
-            "basis": basis,
-            "credits": credits_by_model,
-            "touchpoints": [
-                {
-                    "event_id": touch.event_id,
-                    "campaign_id": touch.campaign_id,
-                    "touch_class": touch.touch_class,
-                    "event_time": iso_ms(touch.time_ms),
-                }
-                for touch in eligible
-            ],
-        }
-        messages = [Outgoing(settings.topic_attributions, pending.person_id, attribution)]
-        for campaign_id, figures in sorted(per_campaign.items()):
-            credit: dict[str, Any] = {
-                "type": "credit",
-                "credit_id": f"{pending.conversion_id}:{campaign_id}",
-                "conversion_id": pending.conversion_id,
-                "campaign_id": campaign_id,
-                "event_time": event_time,
-                "weights": figures["weights"],
-                "revenue": figures["revenue"],
-            }
-            messages.append(Outgoing(settings.topic_credits, campaign_id, credit))
-        return messages

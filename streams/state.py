@@ -76,6 +76,18 @@ class Keys:
     def pending(self, partition: int) -> str:
         return f"{self.person_tag(partition)}:pending"
 
+    def aliases(self, partition: int, user_id: str) -> str:
+        """Anonymous ids linked to a user id (identity stitching)."""
+        return f"{self.person_tag(partition)}:alias:{user_id}"
+
+    def seen_events(self, partition: int) -> str:
+        """Conversion event ids and order ids seen within the deduplication horizon."""
+        return f"{self.person_tag(partition)}:seen"
+
+    def flood_address(self, address: str, bucket: int) -> str:
+        """Click ids from one truncated IP address in one flood window; shared by all partitions."""
+        return f"{self.namespace}:flood:{address}:{bucket}"
+
     def person_stats(self, partition: int) -> str:
         return f"{self.person_tag(partition)}:stats"
 

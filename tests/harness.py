@@ -49,6 +49,7 @@ def unique_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> S
         "campaign_partitions": 2,
         "roi_update_interval_s": 0.2,
         "conversion_settle_s": 1.0,
+        "conversion_idle_release_s": 1.0,
     }
     for name in TOPIC_FIELDS:
         values[name] = f"{Settings.model_fields[name].default}-{suffix}"

@@ -23,7 +23,7 @@ from streams.state import FencedBatch, Keys, StaleBatch, StateStore, connect
 def settings(redis_url: str) -> Iterator[Settings]:
     namespace = f"rt-fence-{uuid.uuid4().hex[:8]}"
     yield Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, redis_namespace=namespace,
-                   conversion_settle_s=0.0, person_partitions=2, campaign_partitions=2)
+                   conversion_settle_s=0.0, conversion_idle_release_s=0.0, person_partitions=2, campaign_partitions=2)
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{namespace}:*"))
     if keys:

@@ -63,6 +63,14 @@ VALID_EVENTS: dict[str, dict[str, Any]] = {
         "campaign_id": "spring",
         "deal_id": "deal-3",
     },
+    "identify": {
+        "type": "identify",
+        "event_id": "identify-1",
+        "event_time": EVENT_TIME,
+        "user_id": "user-1",
+        "anonymous_id": "anon-1",
+        "email": "Ann@example.com",
+    },
     "coupon_redemption": {
         "type": "coupon_redemption",
         "event_id": "coupon-1",

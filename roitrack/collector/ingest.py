@@ -1,0 +1,346 @@
+"""Validate collected events and produce them to Kafka, shared by every endpoint.
+
+An event is validated with ``schemas.decode.validate_event``, dropped when its
+consent is false, reported as a duplicate when this process already stored its
+id, and otherwise passed through ``schemas.privacy.protect`` and produced to
+its topic. A rejected event goes to the dead-letter topic without its
+personal fields. Every produced message is awaited until the broker
+acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from roitrack.settings import Settings
+from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel
+from schemas.decode import Rejected, validate_event
+from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, TOUCHPOINT_TYPES, Campaign, Spend
+from schemas.outputs import FieldError
+from schemas.privacy import PERSONAL_FIELDS, protect
+from streams.records import Record, dead_letter
+
+log = logging.getLogger(__name__)
+
+Status = Literal["accepted", "duplicate", "rejected", "dropped"]
+
+#: Event ids remembered per collector process to report repeats as duplicates.
+RECENT_IDS_CAPACITY = 100_000
+#: ``source_topic`` of the collector's dead letters; no Kafka topic has this name.
+DEAD_LETTER_SOURCE = "collector"
+_REDACTED = "[redacted]"
+_WARNING_INTERVAL_S = 10.0
+
+
+class ProduceError(RuntimeError):
+    """The broker did not acknowledge every message of a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one event of a request."""
+
+    index: int | None
+    event_id: str | None
+    status: Status
+    errors: tuple[FieldError, ...] = ()
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "event_id": self.event_id,
+            "status": self.status,
+            "errors": [error.model_dump() for error in self.errors],
+            "reason": self.reason,
+        }
+
+
+class RecentIds:
+    """A bounded set of ids that forgets the least recently seen one first."""
+
+    def __init__(self, capacity: int = RECENT_IDS_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def seen(self, event_key: str) -> bool:
+        """Return True when the id is stored, and mark it as recently seen."""
+        if event_key not in self._ids:
+            return False
+        self._ids.move_to_end(event_key)
+        return True
+
+    def add(self, event_key: str) -> None:
+        self._ids[event_key] = None
+        self._ids.move_to_end(event_key)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+@dataclass
+class CollectorStats:
+    """In-memory counters per endpoint and status, for metrics."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, endpoint: str, status: str, count: int = 1) -> None:
+        if count:
+            self.counts[(endpoint, status)] += count
+
+    def get(self, endpoint: str, status: str) -> int:
+        return self.counts[(endpoint, status)]
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        """Return the counters nested as ``{endpoint: {status: count}}``."""
+        nested: dict[str, dict[str, int]] = {}
+        for (endpoint, status), count in sorted(self.counts.items()):
+            nested.setdefault(endpoint, {})[status] = count
+        return nested
+
+
+class RateLimitedWarning:
+    """Logs a repeated warning at most once per interval, with the count of those left out."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = _WARNING_INTERVAL_S) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._last_s = -interval_s
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now_s = time.monotonic()
+        if now_s - self._last_s < self._interval_s:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        self._logger.warning(message + suffix, *args)
+        self._last_s = now_s
+        self._suppressed = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    key: bytes
+    value: bytes
+    dedup_key: str | None
+
+
+def event_id_of(event: StrictModel) -> str:
+    """Return the id a client uses for the event: event_id, or spend_id or campaign_id."""
+    if isinstance(event, Envelope):
+        return event.event_id
+    if isinstance(event, Spend):
+        return event.spend_id
+    if isinstance(event, Campaign):
+        return event.campaign_id
+    raise TypeError(f"unsupported event model {type(event).__name__}")
+
+
+def dedup_key_of(event: StrictModel) -> str | None:
+    """Return the key that marks a repeat of the event; None for campaign definitions.
+
+    A campaign definition sent again is an update, so it is never a duplicate.
+    """
+    if isinstance(event, Envelope):
+        return f"event:{event.event_id}"
+    if isinstance(event, Spend):
+        return f"spend:{event.spend_id}"
+    return None
+
+
+def route_event(settings: Settings, event: StrictModel) -> tuple[str, str]:
+    """Return the topic and the key (person or campaign id) of a valid event."""
+    event_type = getattr(event, "type")
+    if isinstance(event, Envelope):
+        if event_type in TOUCHPOINT_TYPES:
+            return settings.topic_touchpoints, event.person_id
+        if event_type in CONVERSION_TYPES:
+            return settings.topic_conversions, event.person_id
+    if isinstance(event, (Campaign, Spend)) and event_type in CAMPAIGN_TYPES:
+        topic = settings.topic_campaigns if isinstance(event, Campaign) else settings.topic_spend
+        return topic, event.campaign_id
+    raise ValueError(f"no topic for event type {event_type!r}; add it to the routing in roitrack.collector.ingest")
+
+
+def _personal_values(item: object) -> list[str]:
+    if not isinstance(item, dict):
+        return []
+    values = []
+    for name in PERSONAL_FIELDS:
+        value = item.get(name)
+        if value is not None and value != "":
+            values.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+    return values
+
+
+def _redact(text: str | None, secrets: Sequence[str]) -> str | None:
+    if text is None:
+        return None
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return text
+
+
+def scrub_errors(errors: Sequence[FieldError], item: object) -> tuple[FieldError, ...]:
+    """Remove personal data from field errors before they are stored or returned.
+
+    Errors on a personal field lose their value, and the raw personal values are
+    cut out of every other value and reason. An error on the whole event loses
+    its value too, because that value previews the event with its personal fields.
+    """
+    secrets = _personal_values(item)
+    scrubbed = []
+    for error in errors:
+        root = error.field.split(".", 1)[0]
+        value = None if root in PERSONAL_FIELDS or root == "(event)" else _redact(error.value, secrets)
+        reason = _redact(error.reason, secrets) or ""
+        scrubbed.append(FieldError(field=error.field, value=value, reason=reason))
+    return tuple(scrubbed)
+
+
+def scrubbed_payload(item: object) -> bytes:
+    """Serialize a rejected item for its dead letter, without the personal fields of an object."""
+    if isinstance(item, dict):
+        item = {name: value for name, value in item.items() if name not in PERSONAL_FIELDS}
+    return orjson.dumps(item)
+
+
+def _claimed_id(item: object) -> str | None:
+    if isinstance(item, dict):
+        for name in ("event_id", "spend_id", "campaign_id"):
+            value = item.get(name)
+            if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+                return value
+    return None
+
+
+def _dead_letter_key(item: object) -> bytes:
+    if isinstance(item, dict):
+        for name in ("user_id", "anonymous_id", "campaign_id"):
+            value = item.get(name)
+            if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+                return value.encode()
+    return DEAD_LETTER_SOURCE.encode()
+
+
+class Ingestor:
+    """Validates, filters and produces the events of one request."""
+
+    def __init__(self, settings: Settings, producer: Any, stats: CollectorStats, recent: RecentIds) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.stats = stats
+        self.recent = recent
+        self.produce_warning = RateLimitedWarning(log)
+
+    async def ingest(self, endpoint: str, items: Sequence[object], *, indexed: bool = True) -> list[Outcome]:
+        """Process the items of one request and return one outcome per item, in order.
+
+        Raises ``ProduceError`` when the broker did not acknowledge every message.
+        Events it did acknowledge are remembered, so a retry reports them as duplicates.
+        """
+        outcomes: list[Outcome] = []
+        messages: list[_Message] = []
+        batch_keys: set[str] = set()
+        for position, item in enumerate(items):
+            index = position if indexed else None
+            outcome, message = self._process(endpoint, index, item, batch_keys)
+            outcomes.append(outcome)
+            if message is not None:
+                messages.append(message)
+
+        await self._produce(endpoint, messages)
+        for outcome in outcomes:
+            self.stats.add(endpoint, outcome.status)
+        return outcomes
+
+    def _process(
+        self, endpoint: str, index: int | None, item: object, batch_keys: set[str]
+    ) -> tuple[Outcome, _Message | None]:
+        result = validate_event(item, index, b"")
+        if isinstance(result, Rejected):
+            errors = scrub_errors(result.errors, item)
+            log.debug("collector %s: event %s rejected (%s)", endpoint, index, result.reason)
+            return Outcome(index, _claimed_id(item), "rejected", errors, result.reason), self._dead_letter(
+                endpoint, index, item, result.reason, errors
+            )
+
+        event_id = event_id_of(result)
+        if isinstance(result, Envelope) and result.consent is False:
+            log.debug("collector %s: event %s dropped, consent is false", endpoint, event_id)
+            return Outcome(index, event_id, "dropped", reason="consent is false"), None
+
+        dedup_key = dedup_key_of(result)
+        if dedup_key is not None and (dedup_key in batch_keys or self.recent.seen(dedup_key)):
+            log.debug("collector %s: event %s is a duplicate", endpoint, event_id)
+            return Outcome(index, event_id, "duplicate", reason="event id already accepted"), None
+        if dedup_key is not None:
+            batch_keys.add(dedup_key)
+
+        if isinstance(result, Envelope):
+            result = protect(result, self.settings.pii_salt)
+        topic, key = route_event(self.settings, result)
+        value = orjson.dumps(result.model_dump(mode="json", exclude_none=True))
+        log.debug("collector %s: event %s accepted for %s", endpoint, event_id, topic)
+        return Outcome(index, event_id, "accepted"), _Message(topic, key.encode(), value, dedup_key)
+
+    def _dead_letter(
+        self, endpoint: str, index: int | None, item: object, reason: str, errors: Sequence[FieldError]
+    ) -> _Message:
+        record = Record(topic=DEAD_LETTER_SOURCE, partition=-1, offset=-1, key=_dead_letter_key(item), value=None)
+        outgoing = dead_letter(
+            self.settings.topic_dead_letters,
+            record,
+            reason,
+            errors,
+            step=f"collector.{endpoint}",
+            max_payload_bytes=self.settings.dead_letter_payload_max_bytes,
+            raw=scrubbed_payload(item),
+            event_index=index,
+        )
+        return _Message(outgoing.topic, outgoing.key.encode(), orjson.dumps(outgoing.value), None)
+
+    async def _produce(self, endpoint: str, messages: Sequence[_Message]) -> None:
+        """Send the messages in order and wait until the broker acknowledged each."""
+        if not messages:
+            return
+        pending: list[tuple[_Message, asyncio.Future[Any]]] = []
+        failure: BaseException | None = None
+        try:
+            for message in messages:
+                future = await self.producer.send(message.topic, value=message.value, key=message.key)
+                pending.append((message, future))
+        except KafkaError as exc:
+            failure = exc
+
+        results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+        failed = 0 if failure is None else len(messages) - len(pending)
+        for (message, _), result in zip(pending, results):
+            if isinstance(result, BaseException):
+                failed += 1
+                failure = failure or result
+            elif message.dedup_key is not None:
+                self.recent.add(message.dedup_key)
+
+        if failure is not None:
+            self.stats.add(endpoint, "failed", failed)
+            self.produce_warning.warning(
+                "collector %s: the broker did not acknowledge %d of %d messages: %s: %s",
+                endpoint, failed, len(messages), type(failure).__name__, failure,
+            )
+            raise ProduceError(f"{failed} of {len(messages)} messages were not acknowledged") from failure

@@ -1,0 +1,144 @@
+"""Turn a released conversion and its touchpoints into output messages. Pure."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from roitrack.attribution import (
+    AttributionParams,
+    StoredTouch,
+    credit_all_models,
+    credit_coupon,
+    eligible_touches,
+    revenue_shares,
+)
+from roitrack.settings import Settings
+from schemas.outputs import DEFAULT_MODEL
+from streams.records import Outgoing, decimal_text, iso_ms
+
+_SEPARATOR = "\x1f"  # ids cannot contain control characters, so this never collides
+
+
+@dataclass(slots=True)
+class PendingConversion:
+    """A conversion waiting for its settle delay, as stored in Redis."""
+
+    member: bytes
+    conversion_id: str
+    conversion_type: str
+    person_id: str
+    anonymous_id: str | None
+    order_id: str | None
+    amount: Decimal
+    currency: str
+    coupon_code: str | None
+    time_ms: int
+    arrived_s: float
+
+
+def encode_touch(event_id: str, campaign_id: str, touch_class: str) -> str:
+    return f"{event_id}{_SEPARATOR}{campaign_id}{_SEPARATOR}{touch_class}"
+
+
+def decode_touch(member: bytes, score: float) -> StoredTouch:
+    event_id, campaign_id, touch_class = member.decode().split(_SEPARATOR)
+    return StoredTouch(event_id, campaign_id, touch_class, int(score))  # type: ignore[arg-type]  # written by encode_touch from a TouchClass
+
+
+def encode_pending(data: dict[str, Any]) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+def decode_pending(member: bytes, arrived_s: float) -> PendingConversion:
+    data = orjson.loads(member)
+    return PendingConversion(
+        member=member,
+        conversion_id=data["id"],
+        conversion_type=data["type"],
+        person_id=data["person"],
+        anonymous_id=data.get("anon"),
+        order_id=data.get("order"),
+        amount=Decimal(data["amount"]),
+        currency=data["currency"],
+        coupon_code=data.get("coupon"),
+        time_ms=int(data["t"]),
+        arrived_s=arrived_s,
+    )
+
+
+def attribute(
+    settings: Settings,
+    params: AttributionParams,
+    pending: PendingConversion,
+    touches: list[StoredTouch],
+    coupon_campaign: str | None,
+) -> list[Outgoing]:
+    """Build the Attribution and the per-campaign credits of one conversion.
+
+    The first message is always the Attribution; credits follow, one per
+    campaign. An unattributed conversion yields the Attribution alone.
+    """
+    eligible = eligible_touches(touches, pending.time_ms, params)
+    if coupon_campaign is not None:
+        basis = "coupon"
+        models = credit_coupon(coupon_campaign)
+    elif eligible:
+        basis = "touchpoints"
+        models = credit_all_models(eligible, pending.time_ms, params)
+    else:
+        basis = "unattributed"
+        models = {}
+
+    event_time = iso_ms(pending.time_ms)
+    credits_by_model: dict[str, list[dict[str, str]]] = {}
+    per_campaign: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: {"weights": {}, "revenue": {}})
+    for model, weights in models.items():
+        shares = revenue_shares(weights, pending.amount)
+        credits_by_model[model] = [
+            {"campaign_id": campaign_id, "weight": decimal_text(weight), "revenue": decimal_text(shares[campaign_id])}
+            for campaign_id, weight in sorted(weights.items())
+        ]
+        for campaign_id, weight in weights.items():
+            per_campaign[campaign_id]["weights"][model] = decimal_text(weight)
+            per_campaign[campaign_id]["revenue"][model] = decimal_text(shares[campaign_id])
+
+    attribution = {
+        "type": "attribution",
+        "conversion_id": pending.conversion_id,
+        "conversion_type": pending.conversion_type,
+        "person_id": pending.person_id,
+        "order_id": pending.order_id,
+        "event_time": event_time,
+        "revenue": format(pending.amount, "f"),
+        "currency": pending.currency,
+        "default_model": DEFAULT_MODEL,
+        "basis": basis,
+        "credits": credits_by_model,
+        "touchpoints": [
+            {
+                "event_id": touch.event_id,
+                "campaign_id": touch.campaign_id,
+                "touch_class": touch.touch_class,
+                "event_time": iso_ms(touch.time_ms),
+            }
+            for touch in eligible
+        ],
+    }
+    messages = [Outgoing(settings.topic_attributions, pending.person_id, attribution)]
+    for campaign_id, figures in sorted(per_campaign.items()):
+        credit: dict[str, Any] = {
+            "type": "credit",
+            "credit_id": f"{pending.conversion_id}:{campaign_id}",
+            "conversion_id": pending.conversion_id,
+            "campaign_id": campaign_id,
+            "event_time": event_time,
+            "weights": figures["weights"],
+            "revenue": figures["revenue"],
+        }
+        messages.append(Outgoing(settings.topic_credits, campaign_id, credit))
+    return messages
