@@ -30,6 +30,8 @@ from pydantic import ValidationError
 from roitrack.replay import make_producer, route
 from roitrack.settings import Settings
 from schemas.outputs import DeadLetter, FieldError
+from schemas.privacy import PERSONAL_FIELDS
+from streams.records import REMOVED
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +321,7 @@ class RedriveTarget:
     key: bytes | None
     partition: int | None
     value: bytes
+    removed_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +338,11 @@ def plan_redrive(
     """Decide where one dead letter's payload goes, or why it cannot be redriven.
 
     A dead letter from a Kafka topic goes back to that topic (``to_topic``
-    overrides it) with its original key. The worker keys a dead letter from a
-    keyless message ``<topic>-<partition>``: such a payload goes without a key,
-    to the same partition when the target is the source topic. A dead letter
-    from the collector is routed by its event ``type``, like ``roitrack replay``.
+    overrides it) with its original key. The worker keys the dead letter of a
+    keyless message ``<topic>-<partition>``, so such a payload goes without a
+    key, to the same partition when the target is the source topic. A dead
+    letter from the collector is routed by its event ``type``, like
+    ``roitrack replay`` routes events.
     """
     where = f"dead letter {record.partition}:{record.offset}"
     if record.reason == UNREADABLE_REASON:
@@ -353,7 +357,7 @@ def plan_redrive(
             f"{settings.dead_letter_payload_max_bytes}; produce the original message from "
             f"{record.source_topic} partition {record.source_partition} offset {record.source_offset} again",
         )
-    value = record.payload.encode("utf-8")
+    value, removed = drop_removed_fields(record.payload.encode("utf-8"))
 
     if record.source_topic == COLLECTOR_SOURCE:
         try:
@@ -371,14 +375,41 @@ def plan_redrive(
                 f"{where} from the collector has no known type with a person or campaign id "
                 f"(type={event.get('type') if isinstance(event, dict) else None!r}); fix the event and send it again",
             )
-        return RedriveTarget(to_topic or routed.topic, routed.key, None, value)
+        return RedriveTarget(to_topic or routed.topic, routed.key, None, value, removed)
 
     keyless = record.key is None or record.key == f"{record.source_topic}-{record.source_partition}".encode()
     topic = to_topic or record.source_topic
     if keyless:
         partition = record.source_partition if topic == record.source_topic else None
-        return RedriveTarget(topic, None, partition, value)
-    return RedriveTarget(topic, record.key, None, value)
+        return RedriveTarget(topic, None, partition, value, removed)
+    return RedriveTarget(topic, record.key, None, value, removed)
+
+
+def drop_removed_fields(payload: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """Delete the personal fields that the worker replaced with ``[removed]`` from a JSON payload.
+
+    Returns the payload and the names of the deleted fields. Left in place,
+    ``"email": "[removed]"`` or ``"ip": "[removed]"`` would fail validation
+    again. The personal fields are optional, so the event stays valid without
+    them, but a redriven touchpoint then escapes the bot and IP flood checks.
+    A payload that is not JSON, or has nothing to delete, is returned unchanged.
+    """
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload, ()
+    events = parsed if isinstance(parsed, list) else [parsed]
+    removed: set[str] = set()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        for name in PERSONAL_FIELDS:
+            if event.get(name) == REMOVED:
+                del event[name]
+                removed.add(name)
+    if not removed:
+        return payload, ()
+    return orjson.dumps(parsed), tuple(sorted(removed))
 
 
 @dataclass
@@ -389,6 +420,8 @@ class RedriveReport:
     dry_run: bool
     read: int = 0
     unmatched: int = 0
+    #: Redriven payloads that lost personal fields the worker had replaced with ``[removed]``.
+    without_personal_fields: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     by_topic: Counter[str] = field(default_factory=Counter)
     skip_examples: list[str] = field(default_factory=list)
@@ -420,6 +453,11 @@ def format_redrive_report(report: RedriveReport) -> str:
         lines.append(f"  {outcome}: {count}")
     for topic, count in sorted(report.by_topic.items()):
         lines.append(f"  to {topic}: {count}")
+    if report.without_personal_fields:
+        lines.append(
+            f"  {report.without_personal_fields} payload(s) sent without the personal fields the worker "
+            f"removed ({', '.join(PERSONAL_FIELDS)}), so bot and IP flood checks do not apply to them"
+        )
     for detail in report.skip_examples:
         lines.append(f"  skipped: {detail}")
     if report.skipped > len(report.skip_examples):
@@ -514,7 +552,9 @@ def redrive(
 
     Skipped and counted: truncated payloads, collector dead letters whose
     payload is not a JSON event of a known type, unreadable messages, and
-    targets that do not exist. ``progress`` shows a progress bar (default:
+    targets that do not exist. Personal fields that the worker replaced with
+    ``[removed]`` are deleted from the payload before it is sent (see
+    ``drop_removed_fields``). ``progress`` shows a progress bar (default:
     when stdout is a terminal).
 
     NOTE: the partitions are assigned manually with the group's committed
@@ -557,7 +597,8 @@ def redrive(
     except KafkaError as exc:
         raise DeadLettersError(
             f"redrive from {settings.topic_dead_letters!r} on {settings.kafka_bootstrap} failed: {exc}. "
-            "What was produced before the failure is committed; run the same command again to continue."
+            "Batches committed before the failure are not sent again; run the same command again to "
+            "continue, which may send the last uncommitted batch a second time."
         ) from exc
     finally:
         if meter is not None:
@@ -601,6 +642,8 @@ def _redrive_batch(
             producer.send(plan.topic, key=plan.key, value=plan.value, partition=plan.partition)
         report.count(REDRIVEN)
         report.by_topic[plan.topic] += 1
+        if plan.removed_fields:
+            report.without_personal_fields += 1
 
 
 def _next_offsets(records: Sequence[Any]) -> dict[Any, Any]:

@@ -74,7 +74,7 @@ class PartitionState:
 
     offsets: dict[str, int]
     watermark_ms: int
-    max_event_ms: int
+    max_event_ms: dict[str, int]  # per input topic: lateness is measured within one stream
     pending: dict[bytes, PendingConversion] = field(default_factory=dict)
     last_touch_arrival_s: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -98,7 +98,7 @@ class BatchPlan:
     conversions: list[tuple[Purchase | CouponRedemption, Record]] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)  # (user id, anonymous id)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    max_event_ms: int = 0
+    max_event_ms: dict[str, int] = field(default_factory=dict)
 
 
 class AttributionProcessor:
@@ -144,7 +144,10 @@ class AttributionProcessor:
             offsets_key = self.keys.offsets(self.keys.person_tag(partition))
             offsets = await self.store.load_offsets(offsets_key)
             watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
-            max_event_ms = offsets.pop(MAX_EVENT_FIELD, 0)
+            max_event_ms = {
+                name[len(MAX_EVENT_FIELD) + 1:]: offsets.pop(name)
+                for name in [name for name in offsets if name.startswith(MAX_EVENT_FIELD + ":")]
+            }
             state = PartitionState(offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms)
             now_s = time.monotonic()
             members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
@@ -190,7 +193,7 @@ class AttributionProcessor:
     def _classify(self, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch) -> BatchPlan:
         """Decode, validate and sort a partition's records into a plan; writes nothing."""
         settings = self.settings
-        plan = BatchPlan(max_event_ms=state.max_event_ms)
+        plan = BatchPlan(max_event_ms=dict(state.max_event_ms))
         wall_ms = int(time.time() * 1000)
         future_limit_ms = wall_ms + settings.max_future_skew_s * 1000
         for record in records:
@@ -235,14 +238,15 @@ class AttributionProcessor:
                         "check the sender's clock or ROITRACK_MAX_FUTURE_SKEW_S"),
             ), "attribution.time", event)
             return
-        if plan.max_event_ms and time_ms < plan.max_event_ms - settings.allowed_lateness_s * 1000:
+        latest_ms = plan.max_event_ms.get(record.topic, 0)
+        if latest_ms and time_ms < latest_ms - settings.allowed_lateness_s * 1000:
             self._reject(plan, record, "late", FieldError(
                 field="event_time", value=event.event_time.isoformat(),
                 reason=(f"is more than {settings.allowed_lateness_s} s behind the partition's latest event; "
                         "raise ROITRACK_ALLOWED_LATENESS_S to accept it"),
             ), "attribution.time", event)
             return
-        plan.max_event_ms = max(plan.max_event_ms, min(time_ms, wall_ms))
+        plan.max_event_ms[record.topic] = max(latest_ms, min(time_ms, wall_ms))
 
         expected_topic = settings.topic_conversions if isinstance(event, (Purchase, CouponRedemption)) else settings.topic_touchpoints
         if record.topic != expected_topic:
@@ -370,8 +374,9 @@ class AttributionProcessor:
                 batch.command("HINCRBY", stats_key, name, value)
         if watermark_ms != state.watermark_ms:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
-        if plan.max_event_ms != state.max_event_ms:
-            batch.command("HSET", batch.offsets_key, MAX_EVENT_FIELD, plan.max_event_ms)
+        for topic, latest_ms in plan.max_event_ms.items():
+            if latest_ms != state.max_event_ms.get(topic):
+                batch.command("HSET", batch.offsets_key, f"{MAX_EVENT_FIELD}:{topic}", latest_ms)
 
         try:
             await self.store.apply(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -11,6 +12,7 @@ import orjson
 
 from schemas.decode import Rejected
 from schemas.outputs import FieldError
+from schemas.privacy import PERSONAL_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,13 @@ def dead_letter(
     event_index: int | None = None,
 ) -> Outgoing:
     """Build the dead letter of a rejected message or event."""
-    payload = raw if raw is not None else (record.value or b"")
+    payload = scrub_personal_data(raw if raw is not None else (record.value or b""))
+    errors = [
+        FieldError(field=error.field, value=REMOVED, reason=error.reason)
+        if error.field.split(".")[0] in PERSONAL_FIELDS and error.value is not None
+        else error
+        for error in errors
+    ]
     truncated = len(payload) > max_payload_bytes
     text = payload[:max_payload_bytes].decode("utf-8", errors="replace")
     value = {
@@ -82,6 +90,33 @@ def dead_letter(
     }
     key = record.key.decode("utf-8", errors="replace") if record.key else f"{record.topic}-{record.partition}"
     return Outgoing(topic=topic, key=key, value=value)
+
+
+REMOVED = "[removed]"
+_EMAIL = re.compile(rb"[^\s\"'<>@,;:]+@[^\s\"'<>@,;:]+\.[A-Za-z]{2,}")
+_IPV4 = re.compile(rb"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b")
+
+
+def _scrub_object(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            name: (REMOVED if name in PERSONAL_FIELDS and item is not None else _scrub_object(item))
+            for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_scrub_object(item) for item in value]
+    return value
+
+
+def scrub_personal_data(payload: bytes) -> bytes:
+    """Remove personal fields from a JSON payload, or e-mail and IPv4 look-alikes from other text."""
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return _IPV4.sub(b"[removed]", _EMAIL.sub(b"[removed]", payload))
+    if isinstance(parsed, (dict, list)):
+        return orjson.dumps(_scrub_object(parsed))
+    return payload
 
 
 def rejected_dead_letter(

@@ -159,11 +159,17 @@ def latest_by_campaign(updates: Iterable[dict[str, Any]], window: str = "lifetim
 
 @dataclass
 class PipelineStats:
-    conversions_received: int
-    conversions_attributed: int
-    conversions_unattributed: int
-    touchpoints: int
-    dead_letters: int
+    conversions_received: int = 0
+    conversions_attributed: int = 0
+    conversions_unattributed: int = 0
+    touchpoints: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    consent_dropped: int = 0
+    touchpoints_bot: int = 0
+    touchpoints_ignored: int = 0
+    clicks_flood: int = 0
+    identity_links: int = 0
 
     @property
     def conversions_done(self) -> int:
@@ -174,8 +180,7 @@ def pipeline_stats(settings: Settings) -> PipelineStats:
     """Sum the per-partition counters the attribution agent keeps in Redis."""
     client = redis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.redis_namespace)
-    totals = {"conversions_received": 0, "conversions_attributed": 0, "conversions_unattributed": 0,
-              "touchpoints": 0, "dead_letters": 0}
+    totals = {name: 0 for name in PipelineStats.__dataclass_fields__}
     try:
         for partition in range(settings.person_partitions):
             for name, value in client.hgetall(keys.person_stats(partition)).items():
@@ -197,3 +202,59 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, worker:
         time.sleep(0.25)
     tail = f"\nworker log:\n{worker.log_tail()}" if worker is not None else ""
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{tail}")
+
+
+T0 = "2026-11-02T10:00:00Z"
+
+
+def ids(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def click(person: str, campaign: str, at: str, event_id: str | None = None) -> dict[str, Any]:
+    return {"type": "click", "event_id": event_id or ids("click"), "event_time": at, "user_id": person,
+            "campaign_id": campaign, "channel": "instagram"}
+
+
+def view(person: str, campaign: str, at: str) -> dict[str, Any]:
+    return {"type": "touch", "kind": "view", "event_id": ids("view"), "event_time": at, "user_id": person,
+            "campaign_id": campaign, "channel": "tiktok"}
+
+
+def purchase(person: str, at: str, amount: str = "10.00", **extra: Any) -> dict[str, Any]:
+    return {"type": "purchase", "event_id": ids("purchase"), "event_time": at, "user_id": person,
+            "order_id": ids("order"), "amount": amount, "currency": "EUR", **extra}
+
+
+def send(settings: Settings, topic: str, key: str, value: Any) -> None:
+    produce(settings, [(topic, key.encode(), value if isinstance(value, bytes) else orjson.dumps(value))])
+
+
+def attribution_for(settings: Settings, conversion_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def arrived() -> bool:
+        for attribution in read_topic(settings, settings.topic_attributions, idle_s=0.5, max_wait_s=10):
+            if attribution["conversion_id"] == conversion_id:
+                found.update(attribution)
+                return True
+        return False
+
+    wait_for(arrived, 60, f"attribution of {conversion_id}")
+    return found
+
+
+def dead_letters_for(settings: Settings, marker: str, count: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        found[:] = [
+            letter for letter in read_topic(settings, settings.topic_dead_letters, idle_s=0.5, max_wait_s=10)
+            if marker in letter["payload"]
+        ]
+        return len(found) >= count
+
+    wait_for(arrived, 60, f"{count} dead letter(s) containing {marker}")
+    return found
+
+

@@ -162,13 +162,15 @@ def test_list_filters_and_limit(worker_settings: Settings) -> None:
 def test_redrive_to_fixed_topic_is_attributed(worker_settings: Settings) -> None:
     settings = worker_settings
     person = ids("person")
-    misrouted = purchase(person)
+    misrouted = purchase(person, ip="203.0.113.77", user_agent="Mozilla/5.0", email="Someone@Example.com")
     oversized = b"{not json " + ids("oversized").encode() + b" " + b"x" * (2 * PAYLOAD_MAX_BYTES)
     send(settings, settings.topic_touchpoints, person, misrouted)
     send(settings, settings.topic_touchpoints, person, oversized)
     letters = letters_with(settings, [misrouted["event_id"], oversized[10:30].decode()], source_topic=settings.topic_touchpoints)
     assert sorted(letter.reason for letter in letters) == ["undecodable", "unsupported"]
     assert [letter.payload_truncated for letter in letters if letter.reason == "undecodable"] == [True]
+    misrouted_letter = next(letter for letter in letters if letter.reason == "unsupported")
+    assert '"ip":"[removed]"' in misrouted_letter.payload
     group = ids("redrive-group")
 
     # A dry run counts what it would send, produces nothing and commits nothing.
@@ -186,6 +188,7 @@ def test_redrive_to_fixed_topic_is_attributed(worker_settings: Settings) -> None
     assert report.outcomes[SKIPPED_TRUNCATED] == 1
     assert report.by_topic == {settings.topic_conversions: 1}
     assert report.read >= 2
+    assert report.without_personal_fields == 1
     assert any("ROITRACK_DEAD_LETTER_PAYLOAD_MAX_BYTES=512" in detail for detail in report.skip_examples)
 
     def attributed() -> bool:
@@ -197,6 +200,13 @@ def test_redrive_to_fixed_topic_is_attributed(worker_settings: Settings) -> None
                 if misrouted["event_id"].encode() in message.value]
     assert len(redriven) == 1
     assert redriven[0].key == person.encode()
+    sent = orjson.loads(redriven[0].value)
+    assert "ip" not in sent
+    assert "user_agent" not in sent
+    assert "email" not in sent
+    assert len(sent["email_sha256"]) == 64
+    assert b"[removed]" not in redriven[0].value
+    assert b"Someone@Example.com" not in redriven[0].value
 
     # The group committed: a second run finds nothing new to send.
     before = end_offsets(settings, settings.topic_conversions)

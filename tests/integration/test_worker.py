@@ -6,8 +6,6 @@ worker and its topics without seeing each other's figures.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,84 +14,20 @@ import orjson
 import pytest
 
 from roitrack.settings import Settings
-from roitrack.topics import create_topics
 from tests.harness import (
-    WorkerProcess,
+    T0,
+    attribution_for,
+    click,
+    dead_letters_for,
+    ids,
     latest_by_campaign,
-    produce,
+    purchase,
     read_topic,
-    unique_settings,
+    send,
+    view,
     wait_for,
 )
 
-T0 = "2026-11-02T10:00:00Z"
-
-
-@pytest.fixture(scope="module")
-def worker_settings(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = unique_settings(kafka_bootstrap, redis_url)
-    create_topics(settings, kafka_bootstrap)
-    worker = WorkerProcess(settings, tmp_path_factory.mktemp("worker")).start()
-    try:
-        yield settings
-    finally:
-        assert worker.stop() == 0, worker.log_tail()
-        log_text = worker.log_text()
-        assert "Traceback" not in log_text, log_text[-4000:]
-        from tests.conftest import _delete_namespace
-
-        _delete_namespace(settings.redis_url, settings.redis_namespace)
-
-
-def ids(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def click(person: str, campaign: str, at: str, event_id: str | None = None) -> dict[str, Any]:
-    return {"type": "click", "event_id": event_id or ids("click"), "event_time": at, "user_id": person,
-            "campaign_id": campaign, "channel": "instagram"}
-
-
-def view(person: str, campaign: str, at: str) -> dict[str, Any]:
-    return {"type": "touch", "kind": "view", "event_id": ids("view"), "event_time": at, "user_id": person,
-            "campaign_id": campaign, "channel": "tiktok"}
-
-
-def purchase(person: str, at: str, amount: str = "10.00", **extra: Any) -> dict[str, Any]:
-    return {"type": "purchase", "event_id": ids("purchase"), "event_time": at, "user_id": person,
-            "order_id": ids("order"), "amount": amount, "currency": "EUR", **extra}
-
-
-def send(settings: Settings, topic: str, key: str, value: Any) -> None:
-    produce(settings, [(topic, key.encode(), value if isinstance(value, bytes) else orjson.dumps(value))])
-
-
-def attribution_for(settings: Settings, conversion_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-
-    def arrived() -> bool:
-        for attribution in read_topic(settings, settings.topic_attributions, idle_s=0.5, max_wait_s=10):
-            if attribution["conversion_id"] == conversion_id:
-                found.update(attribution)
-                return True
-        return False
-
-    wait_for(arrived, 60, f"attribution of {conversion_id}")
-    return found
-
-
-def dead_letters_for(settings: Settings, marker: str, count: int) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-
-    def arrived() -> bool:
-        found[:] = [
-            letter for letter in read_topic(settings, settings.topic_dead_letters, idle_s=0.5, max_wait_s=10)
-            if marker in letter["payload"]
-        ]
-        return len(found) >= count
-
-    wait_for(arrived, 60, f"{count} dead letter(s) containing {marker}")
-    return found
 
 
 def test_invalid_messages_do_not_stop_worker(worker_settings: Settings) -> None:

@@ -1,0 +1,113 @@
+"""The collector's aiohttp application: routes, the Kafka producer's lifecycle, and the runner."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+from aiokafka import AIOKafkaProducer
+
+from roitrack.collector.batch import handle_batch, json_response
+from roitrack.collector.browser import handle_pixel, handle_redirect
+from roitrack.collector.ingest import CollectorStats, Ingestor, RecentIds
+from roitrack.collector.keys import INGESTOR_KEY, SETTINGS_KEY, STATS_KEY
+from roitrack.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a produce request may wait for the broker. A request that waits
+#: longer is answered with 503, so a browser or client is not held for aiokafka's
+#: default of 40 s.
+PRODUCER_REQUEST_TIMEOUT_MS = 10_000
+#: Small, so a lone pixel hit waits little for batching.
+PRODUCER_LINGER_MS = 5
+_PRODUCER_KEY = web.AppKey("roitrack_collector_producer", AIOKafkaProducer)
+
+
+class PathAccessLogger(AbstractAccessLogger):
+    """Access log at DEBUG with method, path, status and duration only.
+
+    aiohttp's default format includes the client address, the query string
+    (user ids), the Referer and the User-Agent, which are personal data.
+    """
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.debug("%s %s %d %.1f ms", request.method, request.path, response.status, time * 1000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _add_security_headers(request: web.Request, response: StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+async def _start_producer(app: web.Application) -> None:
+    settings = app[SETTINGS_KEY]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.require_kafka(),
+        client_id="roitrack-collector",
+        acks="all",
+        # Idempotence needs broker support that not every Kafka-protocol broker has;
+        # the worker drops repeated events by id.
+        enable_idempotence=False,
+        linger_ms=PRODUCER_LINGER_MS,
+        request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS,
+    )
+    await producer.start()
+    app[_PRODUCER_KEY] = producer
+    app[INGESTOR_KEY] = Ingestor(settings, producer, app[STATS_KEY], RecentIds())
+    log.info("collector producer connected to %s", settings.kafka_bootstrap)
+    if not settings.collector_tokens:
+        log.warning("ROITRACK_COLLECTOR_TOKENS is empty, so POST /v1/events rejects every request with 401")
+    if not settings.collector_redirect_hosts:
+        log.warning("ROITRACK_COLLECTOR_REDIRECT_HOSTS is empty, so GET /r rejects every redirect with 400")
+
+
+async def _stop_producer(app: web.Application) -> None:
+    producer = app.get(_PRODUCER_KEY)
+    if producer is not None:
+        await producer.stop()
+        log.info("collector producer stopped; counters: %s", app[STATS_KEY].as_dict())
+
+
+def create_collector_app(settings: Settings) -> web.Application:
+    """Build the collector application; it starts its Kafka producer on startup and stops it on cleanup."""
+    settings.require_kafka()
+    app = web.Application(client_max_size=settings.collector_max_body_bytes)
+    app[SETTINGS_KEY] = settings
+    app[STATS_KEY] = CollectorStats()
+    app.router.add_get("/p.gif", handle_pixel, allow_head=False)
+    app.router.add_get("/r", handle_redirect, allow_head=False)
+    app.router.add_post("/v1/events", handle_batch)
+    app.router.add_get("/healthz", handle_health)
+    app.on_startup.append(_start_producer)
+    app.on_cleanup.append(_stop_producer)
+    app.on_response_prepare.append(_add_security_headers)
+    return app
+
+
+def run_collector(settings: Settings) -> None:
+    """Serve the collector on ``collector_bind``:``collector_port`` until SIGINT or SIGTERM."""
+    app = create_collector_app(settings)
+    log.info(
+        "collector starting on http://%s:%d, producing to %s",
+        settings.collector_bind, settings.collector_port, settings.kafka_bootstrap,
+    )
+    web.run_app(
+        app,
+        host=settings.collector_bind,
+        port=settings.collector_port,
+        access_log_class=PathAccessLogger,
+        access_log=logging.getLogger("roitrack.collector.access"),
+        print=None,
+    )
+    log.info("collector stopped")
