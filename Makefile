@@ -27,3 +27,4 @@ test: venv
 
 lint: venv
 	$(VENV_PYTHON) -m mypy
+	$(VENV)/bin/ruff check schemas streams roitrack tests tools

@@ -113,6 +113,46 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deadletters(args: argparse.Namespace) -> int:
+    from roitrack.deadletters import (
+        DeadLettersError,
+        format_dead_letters,
+        format_redrive_report,
+        read_dead_letters,
+        redrive,
+    )
+
+    settings = _load()
+    settings.require_kafka()
+    try:
+        if args.action == "list":
+            records = read_dead_letters(settings, reason=args.reason, source_topic=args.source_topic, limit=args.limit)
+            print(format_dead_letters(records, as_json=args.json))
+            return 0
+        report = redrive(
+            settings,
+            reason=args.reason,
+            source_topic=args.source_topic,
+            to_topic=args.to_topic,
+            dry_run=args.dry_run,
+            from_beginning=args.from_beginning,
+            group_id=args.group,
+        )
+    except DeadLettersError as exc:
+        raise SystemExit(str(exc)) from None
+    print(format_redrive_report(report))
+    return 0
+
+
+def _cmd_collector(args: argparse.Namespace) -> int:
+    from roitrack.collector import run_collector
+
+    settings = _load()
+    settings.require_kafka()
+    run_collector(settings)
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -156,6 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["export"])
     schemas.add_argument("--out", default="json-schema", help="output directory (default: ./json-schema)")
     schemas.set_defaults(handler=_cmd_schemas)
+
+    dead = commands.add_parser("deadletters", help="list rejected messages, or re-drive them after a fix")
+    dead.add_argument("action", choices=["list", "redrive"])
+    dead.add_argument("--reason", help="only dead letters with this reason (invalid, undecodable, unknown_type, unsupported, late)")
+    dead.add_argument("--source-topic", help="only dead letters rejected from this topic (or 'collector')")
+    dead.add_argument("--limit", type=int, help="list: show at most this many, newest first")
+    dead.add_argument("--json", action="store_true", help="list: print JSON lines instead of a table")
+    dead.add_argument("--to-topic", help="redrive: produce to this topic instead of the source topic")
+    dead.add_argument("--dry-run", action="store_true", help="redrive: report what would be sent, send nothing")
+    dead.add_argument(
+        "--from-beginning", action="store_true",
+        help=("redrive: start from the first dead letter. Without it, redrive continues after the last run of "
+              "the same group, which also skipped the dead letters that did not match that run's filters"),
+    )
+    dead.add_argument("--group", help="redrive: consumer group that remembers progress (default: <ROITRACK_APP_ID>-redrive)")
+    dead.set_defaults(handler=_cmd_deadletters)
+
+    collector = commands.add_parser(
+        "collector", help="run the HTTP collector: tracking pixel, click redirect and batch endpoint"
+    )
+    collector.set_defaults(handler=_cmd_collector)
 
     settings = commands.add_parser("settings", help="list every setting with its variable and default")
     settings.set_defaults(handler=_cmd_settings)

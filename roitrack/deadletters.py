@@ -60,7 +60,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class DeadLettersError(RuntimeError):
-    """The dead-letter topic or a target topic cannot be used; the message contains the fix."""
+    """The dead-letter topic or a target topic cannot be used. The message contains the fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +455,7 @@ def format_redrive_report(report: RedriveReport) -> str:
         lines.append(f"  to {topic}: {count}")
     if report.without_personal_fields:
         lines.append(
-            f"  {report.without_personal_fields} payload(s) sent without the personal fields the worker "
+            f"  {report.without_personal_fields} payload(s) without the personal fields the worker "
             f"removed ({', '.join(PERSONAL_FIELDS)}), so bot and IP flood checks do not apply to them"
         )
     for detail in report.skip_examples:

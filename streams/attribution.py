@@ -32,7 +32,7 @@ from typing import Awaitable, Callable, Sequence
 
 import orjson
 
-from roitrack.attribution import AttributionParams, StoredTouch
+from roitrack.attribution import AttributionParams
 from roitrack.settings import Settings
 from schemas.common import StrictModel, epoch_ms
 from schemas.decode import Rejected, decode_message
@@ -49,7 +49,8 @@ from streams.crediting import (
 )
 from streams.quality import FloodCheck, is_bot
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
-from streams.state import FencedBatch, StaleBatch, StateStore, partition_for_key
+from streams.release import Releaser
+from streams.state import FencedBatch, StaleBatch, StateStore
 
 # Re-exported for callers and tests that encode touchpoints.
 __all__ = ["AttributionProcessor", "PendingConversion", "decode_touch", "encode_touch"]
@@ -114,7 +115,6 @@ class AttributionProcessor:
         """``touch_end_offset(partition)`` returns the broker's end offset of that
         touchpoints partition, or None when unknown."""
         self.settings = settings
-        self.touch_end_offset = touch_end_offset
         self.store = store
         self.keys = store.keys
         self.send = send
@@ -125,11 +125,11 @@ class AttributionProcessor:
             position_first_share=settings.position_first_share,
             position_last_share=settings.position_last_share,
         )
-        self.settle_ms = int(settings.conversion_settle_s * 1000)
         self.partitions: dict[int, PartitionState] = {}
         self._remove_pending = store.client.register_script(_REMOVE_PENDING_LUA)
         self.stats: dict[str, int] = defaultdict(int)
         self.flood = FloodCheck(settings, store)
+        self.releaser = Releaser(self, touch_end_offset)
         if not settings.pii_salt:
             log.warning(
                 "ROITRACK_PII_SALT is empty: e-mail and phone hashes are unsalted and can be "
@@ -455,79 +455,11 @@ class AttributionProcessor:
                         self.partitions.pop(partition, None)
                         raise
 
-    async def _due(self, partition: int, state: PartitionState) -> list[PendingConversion]:
-        """Select pending conversions that may be attributed now.
-
-        A conversion is due once the partition's touchpoints have moved past
-        its event time plus the settle delay. Otherwise, once it waited the
-        idle-release time, it is due only if this worker has applied every
-        touchpoint the broker holds for the partition, so a backlog of
-        touchpoints is never skipped.
-        """
-        now_s = time.monotonic()
-        idle_s = self.settings.conversion_idle_release_s
-        due = []
-        waiting = []
-        for pending in state.pending.values():
-            if pending.time_ms + self.settle_ms <= state.watermark_ms:
-                due.append(pending)
-            elif now_s - pending.arrived_s >= idle_s:
-                waiting.append(pending)
-        if waiting and await self._touchpoints_caught_up(partition, state, now_s):
-            due.extend(waiting)
-        return due
-
-    async def _touchpoints_caught_up(self, partition: int, state: PartitionState, now_s: float) -> bool:
-        if now_s - state.last_touch_arrival_s < self.settings.conversion_idle_release_s:
-            return False  # touchpoints are still arriving
-        if self.touch_end_offset is None:
-            return True
-        end_offset = await self.touch_end_offset(partition)
-        if end_offset is None:
-            return False
-        applied = state.offsets.get(self.settings.topic_touchpoints, -1)
-        return applied + 1 >= end_offset
-
-    async def _touches_for(self, partition: int, due: list[PendingConversion]) -> list[list[StoredTouch]]:
-        """Read each conversion's touchpoints: the person's, and those of linked anonymous ids."""
-        lookback_ms = max(self.params.lookback_click_ms, self.params.lookback_view_ms)
-        alias_pipe = self.store.client.pipeline(transaction=False)
-        for pending in due:
-            alias_pipe.smembers(self.keys.aliases(partition, pending.person_id))
-        alias_sets = await alias_pipe.execute()
-
-        key_lists: list[list[str]] = []
-        for pending, members in zip(due, alias_sets):
-            anonymous_ids = {member.decode() for member in members}
-            if pending.anonymous_id is not None:
-                anonymous_ids.add(pending.anonymous_id)
-            anonymous_ids.discard(pending.person_id)
-            keys = [self.keys.touchpoints(partition, pending.person_id)]
-            for anonymous_id in sorted(anonymous_ids):
-                alias_partition = partition_for_key(anonymous_id.encode(), self.settings.person_partitions)
-                keys.append(self.keys.touchpoints(alias_partition, anonymous_id))
-            key_lists.append(keys)
-
-        pipe = self.store.client.pipeline(transaction=False)
-        for pending, keys in zip(due, key_lists):
-            for key in keys:
-                pipe.zrangebyscore(key, pending.time_ms - lookback_ms, pending.time_ms, withscores=True)
-        results = iter(await pipe.execute())
-        touches: list[list[StoredTouch]] = []
-        for keys in key_lists:
-            found: dict[str, StoredTouch] = {}
-            for _ in keys:
-                for member, score in next(results):
-                    touch = decode_touch(member, score)
-                    found.setdefault(touch.event_id, touch)
-            touches.append(list(found.values()))
-        return touches
-
     async def _release(self, partition: int, state: PartitionState) -> None:
-        due = await self._due(partition, state)
+        due = await self.releaser.due(partition, state)
         if not due:
             return
-        due, folded = self._merge_coupon_redemptions(due, state)
+        due, folded = self.releaser.merge_coupon_redemptions(due, state)
         if not due and not folded:
             return
 
@@ -537,7 +469,7 @@ class AttributionProcessor:
             for code, campaign in zip(codes, await self.store.client.hmget(self.keys.coupons(), codes)):
                 if campaign is not None:
                     coupon_campaigns[code] = campaign.decode() if isinstance(campaign, bytes) else str(campaign)
-        touches = await self._touches_for(partition, due) if due else []
+        touches = await self.releaser.touches_for(partition, due) if due else []
 
         outgoing: list[Outgoing] = []
         unattributed = 0
@@ -564,27 +496,3 @@ class AttributionProcessor:
                 "person partition=%d: %d of %d released conversions were already removed by another worker",
                 partition, len(members) - int(removed), len(members),
             )
-
-    def _merge_coupon_redemptions(
-        self, due: list[PendingConversion], state: PartitionState
-    ) -> tuple[list[PendingConversion], list[bytes]]:
-        """Fold a redemption into the purchase with the same order id, so the order counts once."""
-        purchases = {
-            (pending.person_id, pending.order_id): pending
-            for pending in state.pending.values()
-            if pending.conversion_type == "purchase" and pending.order_id
-        }
-        merged = []
-        folded: list[bytes] = []
-        for pending in due:
-            if pending.conversion_type == "coupon_redemption" and pending.order_id:
-                purchase = purchases.get((pending.person_id, pending.order_id))
-                if purchase is not None:
-                    if purchase.coupon_code is None:
-                        purchase.coupon_code = pending.coupon_code
-                    # The redemption leaves the pending set with this release;
-                    # its purchase carries the coupon from now on.
-                    folded.append(pending.member)
-                    continue
-            merged.append(pending)
-        return merged, folded

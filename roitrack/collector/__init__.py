@@ -3,7 +3,7 @@
 ``create_collector_app(settings)`` builds the aiohttp application and
 ``run_collector(settings)`` serves it. The collector validates every event
 with ``schemas``, replaces personal data with ``schemas.privacy.protect``, and
-answers only after the broker acknowledged what it produced. It never uses Redis.
+responds only after the broker acknowledged what it produced. It never uses Redis.
 """
 
 from roitrack.collector.app import create_collector_app, run_collector

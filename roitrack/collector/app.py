@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from aiokafka import AIOKafkaProducer
@@ -17,10 +18,12 @@ from roitrack.collector.keys import INGESTOR_KEY, SETTINGS_KEY, STATS_KEY
 from roitrack.settings import Settings
 
 log = logging.getLogger(__name__)
+#: Logger of the HTTP server's own errors, in place of aiohttp's "aiohttp.server".
+server_log = logging.getLogger("roitrack.collector.server")
 
 #: How long a produce request may wait for the broker. A request that waits
-#: longer is answered with 503, so a browser or client is not held for aiokafka's
-#: default of 40 s.
+#: longer fails, so a browser or client is not held for aiokafka's default of
+#: 40 s. The batch endpoint then returns 503.
 PRODUCER_REQUEST_TIMEOUT_MS = 10_000
 #: Small, so a lone pixel hit waits little for batching.
 PRODUCER_LINGER_MS = 5
@@ -42,6 +45,23 @@ class PathAccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.DEBUG)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """Rewrites aiohttp's log of a malformed HTTP request without the raw request line.
+
+    aiohttp logs the client address and the offending bytes with a traceback,
+    which may contain personal data from the query string or headers.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = "malformed HTTP request rejected with %d (%s)"
+            record.args = (error.code, type(error).__name__)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 async def handle_health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -56,8 +76,8 @@ async def _start_producer(app: web.Application) -> None:
         bootstrap_servers=settings.require_kafka(),
         client_id="roitrack-collector",
         acks="all",
-        # Idempotence needs broker support that not every Kafka-protocol broker has;
-        # the worker drops repeated events by id.
+        # Idempotence needs broker support that not every Kafka-protocol broker has,
+        # and the worker drops repeated events by id.
         enable_idempotence=False,
         linger_ms=PRODUCER_LINGER_MS,
         request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS,
@@ -80,7 +100,7 @@ async def _stop_producer(app: web.Application) -> None:
 
 
 def create_collector_app(settings: Settings) -> web.Application:
-    """Build the collector application; it starts its Kafka producer on startup and stops it on cleanup."""
+    """Build the collector application, which starts its Kafka producer on startup and stops it on cleanup."""
     settings.require_kafka()
     app = web.Application(client_max_size=settings.collector_max_body_bytes)
     app[SETTINGS_KEY] = settings
@@ -98,6 +118,8 @@ def create_collector_app(settings: Settings) -> web.Application:
 def run_collector(settings: Settings) -> None:
     """Serve the collector on ``collector_bind``:``collector_port`` until SIGINT or SIGTERM."""
     app = create_collector_app(settings)
+    if not any(isinstance(existing, MalformedRequestFilter) for existing in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
     log.info(
         "collector starting on http://%s:%d, producing to %s",
         settings.collector_bind, settings.collector_port, settings.kafka_bootstrap,
@@ -108,6 +130,10 @@ def run_collector(settings: Settings) -> None:
         port=settings.collector_port,
         access_log_class=PathAccessLogger,
         access_log=logging.getLogger("roitrack.collector.access"),
+        # NOTE: aiohttp still responds to a malformed request line or header with a
+        # text/plain 400 that quotes the offending bytes, before any handler runs.
+        # Put a reverse proxy in front of the collector to reject such requests.
+        logger=server_log,
         print=None,
     )
     log.info("collector stopped")

@@ -83,7 +83,7 @@ def client_ip(request: web.BaseRequest) -> str | None:
 def click_from_request(
     request: web.BaseRequest, anonymous_id: str | None, source: str, now: datetime
 ) -> dict[str, object]:
-    """Build the raw Click of a browser request; validation happens later."""
+    """Build the raw Click of a browser request. The ingestor validates it."""
     query = request.query
     event: dict[str, object] = {"type": "click", "source": source, "event_time": as_utc(now)}
     for parameter, field_name in QUERY_FIELDS.items():
@@ -184,7 +184,7 @@ async def _record_click(request: web.Request, endpoint: str, event: dict[str, ob
     try:
         await ingestor.ingest(endpoint, [event], indexed=False)
     except ProduceError:
-        # Already logged and counted by the ingestor; the browser still gets its answer.
+        # The ingestor logged and counted the failure. The browser still gets its response.
         pass
 
 
@@ -202,7 +202,7 @@ async def handle_pixel(request: web.Request) -> web.Response:
 
 
 async def handle_redirect(request: web.Request) -> web.Response:
-    """Redirect to an allowed target and record the Click; reject any other target with 400."""
+    """Redirect to an allowed target and record the Click. Any other target gets a 400 response."""
     settings: Settings = request.app[SETTINGS_KEY]
     target = allowed_redirect(request.query.get("to"), settings.collector_redirect_hosts)
     if target is None:

@@ -35,7 +35,7 @@ Status = Literal["accepted", "duplicate", "rejected", "dropped"]
 
 #: Event ids remembered per collector process to report repeats as duplicates.
 RECENT_IDS_CAPACITY = 100_000
-#: ``source_topic`` of the collector's dead letters; no Kafka topic has this name.
+#: ``source_topic`` of the collector's dead letters, which names no Kafka topic.
 DEAD_LETTER_SOURCE = "collector"
 _REDACTED = "[redacted]"
 _WARNING_INTERVAL_S = 10.0
@@ -47,7 +47,7 @@ class ProduceError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to one event of a request."""
+    """The result of one event of a request."""
 
     index: int | None
     event_id: str | None
@@ -66,7 +66,7 @@ class Outcome:
 
 
 class RecentIds:
-    """A bounded set of ids that forgets the least recently seen one first."""
+    """A bounded set of ids that evicts the least recently seen one first."""
 
     def __init__(self, capacity: int = RECENT_IDS_CAPACITY) -> None:
         if capacity < 1:
@@ -113,7 +113,7 @@ class CollectorStats:
 
 
 class RateLimitedWarning:
-    """Logs a repeated warning at most once per interval, with the count of those left out."""
+    """A warning that is logged at most once per interval, with the count of repeats left out."""
 
     def __init__(self, logger: logging.Logger, interval_s: float = _WARNING_INTERVAL_S) -> None:
         self._logger = logger
@@ -152,7 +152,7 @@ def event_id_of(event: StrictModel) -> str:
 
 
 def dedup_key_of(event: StrictModel) -> str | None:
-    """Return the key that marks a repeat of the event; None for campaign definitions.
+    """Return the key that marks a repeat of the event, or None for a campaign definition.
 
     A campaign definition sent again is an update, so it is never a duplicate.
     """

@@ -198,3 +198,93 @@ def test_restart_mid_replay_counts_once(
         assert_matches_references(settings, journey_wire_events, campaign_wire_events)
     finally:
         second.stop()
+
+
+MALFORMED_VALUES: list[tuple[bytes, str]] = [
+    (b"{not json", "undecodable"),
+    (b'{"type": "purchase", "event_id": "m-%d", "event_time": "2026-11-03T00:00:00Z", "user_id": "m", '
+     b'"order_id": "m", "amount": 1.5, "currency": "EUR"}', "invalid"),
+    (b'{"type": "click", "event_id": "m-%d", "event_time": "2026-11-03T00:00:00", "user_id": "m", '
+     b'"campaign_id": "alpha", "channel": "alpha"}', "invalid"),
+    (b'{"type": "teleport", "event_id": "m-%d"}', "unknown_type"),
+    (b'{"type": "click", "event_id": "m-%d", "event_time": "2026-11-03T00:00:00Z", "campaign_id": "alpha", '
+     b'"channel": "alpha"}', "invalid"),
+]
+
+
+def messy_stream(events: list[dict[str, Any]], seed: int) -> list[tuple[bytes, Any]]:
+    """Every event twice, shuffled within its hour of event time, with malformed messages mixed in."""
+    import random
+
+    import orjson
+
+    rng = random.Random(seed)
+    by_hour: dict[int, list[tuple[bytes, Any]]] = defaultdict(list)
+    for event in events:
+        hour = _ms(event["event_time"]) // 3_600_000
+        raw = orjson.dumps(event)
+        by_hour[hour].extend([(raw, event), (raw, event)])
+    stream: list[tuple[bytes, Any]] = []
+    for hour in sorted(by_hour):
+        bucket = by_hour[hour]
+        rng.shuffle(bucket)
+        stream.extend(bucket)
+    for index in range(0, len(stream), 2000):
+        template, _ = MALFORMED_VALUES[(index // 2000) % len(MALFORMED_VALUES)]
+        raw = template.replace(b"%d", str(index).encode())
+        stream.insert(index, (raw, None))
+    return stream
+
+
+def test_messy_replay_matches_clean(
+    kafka_bootstrap: str,
+    redis_url: str,
+    journey_wire_events: list[dict[str, Any]],
+    campaign_wire_events: list[dict[str, Any]],
+    log_dir: Path,
+) -> None:
+    # Touchpoints may now arrive up to an hour late in event time, so conversions wait that long.
+    settings = unique_settings(kafka_bootstrap, redis_url, conversion_settle_s=2 * 3600.0)
+    create_topics(settings, kafka_bootstrap)
+    stream = messy_stream(journey_wire_events, seed=7)
+    malformed = sum(1 for _, event in stream if event is None)
+    worker = WorkerProcess(settings, log_dir).start()
+    try:
+        replay(settings, campaign_wire_events, batch_size=1)
+        producer = make_producer(settings)
+        try:
+            Replayer(settings, producer, batch_size=1).replay(
+                (raw, event) for raw, event in stream if event is None
+            )
+            Replayer(settings, producer, batch_size=50).replay(
+                (raw, event) for raw, event in stream if event is not None
+            )
+        finally:
+            producer.close()
+        wait_for(lambda: pipeline_stats(settings).conversions_done >= CONVERSIONS, 600, "all conversions", worker)
+        stats = pipeline_stats(settings)
+        assert stats.conversions_attributed == CONVERSIONS
+        assert stats.conversions_received == CONVERSIONS
+        assert stats.duplicates == len(journey_wire_events)
+
+        updates = read_topic(settings, settings.topic_roi_updates)
+        latest = latest_by_campaign(updates)
+        reference = heuristic_models(read_path_rows(JOURNEYS_FILE))
+        for model, (conversions_column, value_column) in HEURISTIC_COLUMNS.items():
+            for channel, columns in reference.items():
+                figures = latest[channel]["models"][model]
+                assert abs(Decimal(figures["conversions"]) - columns[conversions_column]) <= TOLERANCE, (model, channel)
+                assert abs(Decimal(figures["revenue"]) - columns[value_column]) <= TOLERANCE, (model, channel)
+        attributions = read_topic(settings, settings.topic_attributions)
+        assert len(attributions) == CONVERSIONS
+
+        letters = read_topic(settings, settings.topic_dead_letters)
+        assert len(letters) == malformed
+        assert all(letter["errors"] and letter["errors"][0]["reason"] for letter in letters)
+        reasons = {letter["reason"] for letter in letters}
+        assert reasons == {"undecodable", "invalid", "unknown_type"}
+    finally:
+        worker.stop()
+        from tests.conftest import _delete_namespace
+
+        _delete_namespace(settings.redis_url, settings.redis_namespace)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -80,13 +80,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(scenario())  # type: ignore[arg-type]  # a coroutine function's result is a coroutine
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
 
 
 @asynccontextmanager
 async def running_collector(settings: Settings) -> AsyncIterator[tuple[web.Application, str]]:
-    """Serve a collector on a free 127.0.0.1 port; yield the app and its base URL."""
+    """Serve a collector on a free 127.0.0.1 port, and yield the app and its base URL."""
     app = create_collector_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -446,7 +446,7 @@ def test_redirect_blocks_unsafe_targets(settings: Settings) -> None:
 
     async def scenario() -> tuple[list[tuple[str, int, str, dict[str, str]]], dict[str, dict[str, int]]]:
         async with running_collector(settings) as (app, base), client() as session:
-            answers = []
+            answers: list[tuple[str, int, str, dict[str, str]]] = []
             for name, target in BLOCKED_TARGETS:
                 params = {"cid": campaign, "ch": "instagram", "eid": f"{campaign}-{len(answers)}"}
                 if target is not None:
@@ -625,7 +625,7 @@ def test_batch_mixed_results_and_privacy(settings: Settings) -> None:
     async def scenario() -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]], dict[str, dict[str, int]]]:
         async with running_collector(settings) as (app, base), client() as session:
             first_status, first, _ = await post_batch(session, base, events)
-            # A retry: the click and the spend were stored, the campaign definition is an update.
+            # A retry: the click and the spend were stored, and the campaign definition is an update.
             second_status, second, _ = await post_batch(session, base, {"events": [click, events[5], events[6]]})
             return (first_status, first), (second_status, second), app[STATS_KEY].as_dict()
 
