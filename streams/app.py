@@ -28,14 +28,15 @@ from streams.state import Keys, StateStore, connect
 
 log = logging.getLogger(__name__)
 
-#: Errors after which a batch is retried; anything else is a bug and stops the agent.
+#: Errors that mean Redis or the broker is unreachable; they are logged as warnings.
+#: Any other error is logged with its traceback. Both retry the batch.
 RETRIABLE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
     asyncio.TimeoutError,
 )
-_RETRY_MAX_S = 10.0
+_RETRY_MAX_S = 30.0
 
 
 def faust_data_dir(settings: Settings) -> Path:
@@ -57,6 +58,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # Faust tables, so there are no changelog topics to declare.
         "topic_allow_declare": False,
         "topic_disable_leader": True,
+        # faust-streaming 0.15 assigns co-partitioned topics together only when
+        # standby replicas are above 0 or the app has tables; roitrack has none.
+        "table_standby_replicas": 1,
         "consumer_auto_offset_reset": "earliest",
         "broker_session_timeout": settings.consumer_session_timeout_s,
         "broker_heartbeat_interval": settings.consumer_heartbeat_s,
@@ -140,8 +144,16 @@ class Pipeline:
                         "(check that Redis and the brokers are reachable)",
                         name, len(records), exc, delay_s,
                     )
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, _RETRY_MAX_S)
+                except Exception:
+                    # Not an outage: most likely a bug. Skipping the batch would lose it
+                    # (its offsets would be passed), so it is retried until fixed.
+                    log.exception(
+                        "%s: batch of %d records failed unexpectedly; retrying in %.1f s. "
+                        "Report this with the traceback; the partition does not advance until it succeeds",
+                        name, len(records), delay_s,
+                    )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _RETRY_MAX_S)
 
     def _register(self) -> None:
         app = self.app

@@ -342,7 +342,7 @@ class AttributionProcessor:
             watermark_ms = max(watermark_ms, min(candidate.time_ms, wall_ms))
         ttl_ms = settings.touchpoint_ttl_s * 1000
         for key, pairs in touches_by_key.items():
-            batch.command("ZADD", key, *pairs)
+            batch.command_many("ZADD", key, pairs, group=2)
             batch.command("ZREMRANGEBYRANK", key, 0, -(settings.max_touchpoints_per_person + 1))
             batch.command("ZREMRANGEBYSCORE", key, "-inf", f"({watermark_ms - ttl_ms}")
             batch.command("PEXPIRE", key, ttl_ms)
@@ -358,9 +358,9 @@ class AttributionProcessor:
                 seen_pairs.extend((wall_ms, f"e:{pending.conversion_id}"))
                 if pending.order_id is not None:
                     seen_pairs.extend((wall_ms, f"o:{pending.conversion_type}:{pending.order_id}"))
-            batch.command("ZADD", self.keys.pending(partition), *pairs_pending)
+            batch.command_many("ZADD", self.keys.pending(partition), pairs_pending, group=2)
             seen_key = self.keys.seen_events(partition)
-            batch.command("ZADD", seen_key, *seen_pairs)
+            batch.command_many("ZADD", seen_key, seen_pairs, group=2)
             batch.command("ZREMRANGEBYSCORE", seen_key, "-inf", f"({wall_ms - settings.dedup_horizon_s * 1000}")
 
         stats_key = self.keys.person_stats(partition)

@@ -226,9 +226,9 @@ class RoiProcessor:
             aggregate.prune(watermark_ms)
             batch.command("SET", self.keys.campaign(partition, campaign_id), orjson.dumps(aggregate.to_json()))
         if changed:
-            batch.command("SADD", self.keys.campaign_index(partition), *sorted(changed))
+            batch.command_many("SADD", self.keys.campaign_index(partition), sorted(changed))
         if seen_pairs:
-            batch.command("ZADD", seen_key, *seen_pairs)
+            batch.command_many("ZADD", seen_key, seen_pairs, group=2)
             batch.command("ZREMRANGEBYSCORE", seen_key, "-inf", f"({wall_ms - settings.dedup_horizon_s * 1000}")
         if watermark_ms != state.watermark_ms:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # KEYS[1] is the offsets hash; the other KEYS are the keys the commands write.
 # ARGV: n, then n triples (offset field, first offset, last offset), then the
 # commands, each as (arg count, command name, key index, args...).
+# Redis does not roll back a script that fails half-way, so the offsets are
+# written last, and callers keep every command below MAX_COMMAND_ARGS
+# arguments, under Lua's unpack() limit (8000 on Redis 7).
 # NOTE: every write is one Redis command named by the caller, so this script
 # must only receive commands from this module's callers, never from input.
 _FENCED_APPLY_LUA = """
@@ -34,16 +37,17 @@ for _ = 1, n do
   end
   i = i + 3
 end
-local j = 2
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 2])
-  j = j + 3
-end
+local offsets_end = i
 while i <= #ARGV do
   local count = tonumber(ARGV[i])
   local key = KEYS[tonumber(ARGV[i + 2])]
   redis.call(ARGV[i + 1], key, unpack(ARGV, i + 3, i + 2 + count))
   i = i + 3 + count
+end
+local j = 2
+while j < offsets_end do
+  redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 2])
+  j = j + 3
 end
 return {1}
 """
@@ -108,6 +112,10 @@ class Keys:
         return f"{self.namespace}:coupons"
 
 
+#: Most arguments one command in a fenced batch may carry.
+MAX_COMMAND_ARGS = 4000
+
+
 @dataclass
 class FencedBatch:
     """Commands that must apply together with the offsets they came from."""
@@ -125,7 +133,22 @@ class FencedBatch:
             first, last = min(first, known[0]), max(last, known[1])
         self.offset_ranges[offset_field] = (first, last)
 
+    def command_many(
+        self, name: str, key: str, values: Sequence[str | int | float | bytes], group: int = 1,
+    ) -> None:
+        """Add a variadic command (ZADD, SADD, HSET...) split into chunks of whole groups.
+
+        ``group`` is how many values form one item: 2 for ZADD's score-member pairs.
+        """
+        step = max(group, MAX_COMMAND_ARGS - MAX_COMMAND_ARGS % group)
+        for start in range(0, len(values), step):
+            self.command(name, key, *values[start : start + step])
+
     def command(self, name: str, key: str, *args: str | int | float | bytes) -> None:
+        if len(args) > MAX_COMMAND_ARGS:
+            raise ValueError(
+                f"{name} with {len(args)} arguments exceeds {MAX_COMMAND_ARGS}; use command_many()"
+            )
         index = self._key_index.get(key)
         if index is None:
             self.keys.append(key)

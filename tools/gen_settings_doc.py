@@ -70,6 +70,11 @@ FAUST_REASONS: dict[str, str] = {
         "No `<app id>-__assignor-__leader` topic, because roitrack has no "
         "leader-only timers: its timers run on every worker for the partitions it owns."
     ),
+    "table_standby_replicas": (
+        "Kept at Faust's default of 1 on purpose: faust-streaming 0.15 uses its own "
+        "co-partitioning assignor only when this is above 0 (or the app has tables), and "
+        "roitrack needs partition N of touchpoints and conversions on the same worker."
+    ),
     "consumer_auto_offset_reset": (
         "A new consumer group starts at the beginning of every topic, so events "
         "produced before the first worker started are processed."

@@ -142,3 +142,34 @@ def test_roi_drops_repeated_credit(settings: Settings) -> None:
                  if u["window"] == "lifetime"]
     assert sequences == sorted(sequences)
     assert len(set(sequences)) == len(sequences)
+
+
+def test_fenced_apply_large_batch(settings: Settings) -> None:
+    """A batch with more members than Lua's unpack() limit applies whole, offsets included."""
+
+    async def scenario() -> tuple[int, dict[bytes, bytes]]:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        offsets_key = store.keys.offsets(store.keys.person_tag(1))
+        big_key = f"{store.keys.person_tag(1)}:big"
+        batch = FencedBatch(offsets_key)
+        batch.cover("conversions", 0, 99)
+        pairs: list[str | int | float | bytes] = []
+        for index in range(30_000):
+            pairs.extend((index, f"member-{index}"))
+        batch.command_many("ZADD", big_key, pairs, group=2)
+        await store.apply(batch)
+        count = await client.zcard(big_key)
+        offsets = await client.hgetall(offsets_key)
+        await store.close()
+        return int(count), offsets
+
+    count, offsets = run(scenario())
+    assert count == 30_000
+    assert offsets == {b"conversions": b"99"}
+
+
+def test_fenced_command_rejects_oversize() -> None:
+    batch = FencedBatch("ns:{p0}:offsets")
+    with pytest.raises(ValueError, match="command_many"):
+        batch.command("ZADD", "ns:{p0}:k", *range(5000))
