@@ -173,3 +173,31 @@ def test_fenced_command_rejects_oversize() -> None:
     batch = FencedBatch("ns:{p0}:offsets")
     with pytest.raises(ValueError, match="command_many"):
         batch.command("ZADD", "ns:{p0}:k", *range(5000))
+
+
+def test_duplicate_after_restart_dropped(settings: Settings) -> None:
+    """A conversion re-sent under a new offset after a restart is dropped by its event and order ids."""
+    buy = {"type": "purchase", "event_id": "p9", "event_time": "2026-11-02T10:00:00Z", "user_id": "bob",
+           "order_id": "o9", "amount": "80", "currency": "EUR"}
+    resent_order = {**buy, "event_id": "p9-retry"}
+
+    async def scenario() -> tuple[Sink, dict[bytes, bytes]]:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        first = Sink()
+        await AttributionProcessor(settings, store, first).process(
+            [Record(settings.topic_conversions, 0, 0, b"bob", orjson.dumps(buy))]
+        )
+        restarted = Sink()
+        await AttributionProcessor(settings, store, restarted).process([
+            Record(settings.topic_conversions, 0, 1, b"bob", orjson.dumps(buy)),
+            Record(settings.topic_conversions, 0, 2, b"bob", orjson.dumps(resent_order)),
+        ])
+        stats = await client.hgetall(store.keys.person_stats(0))
+        await store.close()
+        return restarted, stats
+
+    restarted, stats = run(scenario())
+    assert restarted.on(settings.topic_attributions) == []
+    assert stats[b"conversions_received"] == b"1"
+    assert stats[b"duplicates"] == b"2"
