@@ -50,7 +50,7 @@ from streams.crediting import (
 from streams.quality import FloodCheck, is_bot
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
 from streams.release import Releaser
-from streams.state import FencedBatch, StaleBatch, StateStore
+from streams.state import FencedBatch, StaleBatch, StateStore, warn_offset_gap
 
 # Re-exported for callers and tests that encode touchpoints.
 __all__ = ["AttributionProcessor", "PendingConversion", "decode_touch", "encode_touch"]
@@ -79,6 +79,7 @@ class PartitionState:
     pending: dict[bytes, PendingConversion] = field(default_factory=dict)
     last_touch_arrival_s: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    continuity_checked: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -199,6 +200,9 @@ class AttributionProcessor:
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue  # applied before a restart or a rebalance
+            if record.topic not in state.continuity_checked:
+                state.continuity_checked.add(record.topic)
+                warn_offset_gap("person", partition, record, state.offsets.get(record.topic))
             batch.cover(record.topic, record.offset, record.offset)
             for item in decode_message(record.value):
                 if isinstance(item, Rejected):

@@ -27,7 +27,7 @@ from schemas.decode import Rejected, decode_message
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
 from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, utc_now
-from streams.state import FencedBatch, StaleBatch, StateStore
+from streams.state import FencedBatch, StaleBatch, StateStore, warn_offset_gap
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class CampaignPartition:
     dirty: set[str] = field(default_factory=set)
     last_emit_s: dict[str, float] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    continuity_checked: set[str] = field(default_factory=set)
 
 
 def _credit_problem(value: Any) -> FieldError | None:
@@ -125,6 +126,9 @@ class RoiProcessor:
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
+            if record.topic not in state.continuity_checked:
+                state.continuity_checked.add(record.topic)
+                warn_offset_gap("campaign", partition, record, state.offsets.get(record.topic))
             batch.cover(record.topic, record.offset, record.offset)
             problem: FieldError | None
             if record.topic == settings.topic_credits:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import redis.asyncio as aioredis
 from kafka.partitioner.default import murmur2
@@ -51,6 +51,25 @@ while j < offsets_end do
 end
 return {1}
 """
+
+
+def warn_offset_gap(kind: str, partition: int, record: Any, applied: int | None) -> bool:
+    """Log when the first message after a (re)load is not the one after the last applied offset.
+
+    Faust resumes from the offsets committed to Kafka, which trail the offsets
+    in Redis unless Redis lost writes (for example an AOF ``everysec`` crash)
+    or someone moved the consumer group's offsets. Messages in the gap are
+    missing from the state. Returns True when there is a gap.
+    """
+    if applied is None or record.offset <= applied + 1:
+        return False
+    log.error(
+        "%s partition=%d topic=%s: Redis has applied offsets up to %d but Kafka resumed at %d; "
+        "%d message(s) are missing from the Redis state. Check Redis persistence; to rebuild, "
+        "stop the workers and reset the group's offsets for this partition to %d",
+        kind, partition, record.topic, applied, record.offset, record.offset - applied - 1, applied + 1,
+    )
+    return True
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:

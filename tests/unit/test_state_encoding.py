@@ -288,3 +288,23 @@ def test_touch_score_becomes_integer_ms() -> None:
 
     assert decoded.time_ms == 1_714_564_800_999
     assert isinstance(decoded.time_ms, int)
+
+
+def test_offset_gap_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from streams.records import Record
+    from streams.state import warn_offset_gap
+
+    record = Record("touchpoints", 3, 120, b"k", b"{}")
+
+    assert warn_offset_gap("person", 3, record, 99) is True
+    assert "missing from the Redis state" in caplog.text
+    assert "20 message(s)" in caplog.text
+
+
+def test_offset_no_gap_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    from streams.records import Record
+    from streams.state import warn_offset_gap
+
+    assert warn_offset_gap("person", 3, Record("touchpoints", 3, 100, b"k", b"{}"), 99) is False
+    assert warn_offset_gap("person", 3, Record("touchpoints", 3, 0, b"k", b"{}"), None) is False
+    assert caplog.text == ""
