@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
@@ -44,11 +44,20 @@ def _load(overrides: dict[str, object] | None = None) -> Settings:
     try:
         return load_settings(**(overrides or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{ENV_PREFIX}{'.'.join(str(part) for part in error['loc']).upper()}={error.get('input')!r}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(_describe_error(error) for error in exc.errors())
         raise SystemExit(f"invalid settings: {problems}. Fix the environment variable(s) and run again.") from None
+
+
+def _describe_error(error: Any) -> str:
+    """Describe one settings error without the value of a secret setting."""
+    location = [str(part) for part in error["loc"]]
+    if not location:
+        # A rule over several settings: its input is every setting, secrets included,
+        # and its message names the variables itself.
+        return str(error["msg"]).rstrip(".")
+    field = Settings.model_fields.get(location[0])
+    value = "(secret, not shown)" if field is not None and field.repr is False else repr(error.get("input"))
+    return f"{ENV_PREFIX}{'.'.join(location).upper()}={value}: {str(error['msg']).rstrip('.')}"
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

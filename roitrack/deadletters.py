@@ -27,6 +27,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from roitrack.connections import kafka_python_config
 from roitrack.replay import make_producer, route
 from roitrack.settings import Settings
 from schemas.outputs import DeadLetter, FieldError
@@ -177,6 +178,7 @@ def _consumer(settings: Settings, group_id: str | None) -> Any:
             auto_offset_reset="earliest",
             # A typo in a topic name must not create that topic on brokers that auto-create.
             allow_auto_create_topics=False,
+            **kafka_python_config(settings),
         )
     except KafkaError as exc:
         raise DeadLettersError(

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 from kafka import KafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from roitrack.connections import SyncRedisClient, kafka_python_config, sync_redis_client
 from roitrack.embedded import EmbeddedBroker, LocalRedis
 from roitrack.replay import Replayer, campaign_events, make_producer, read_events
 from roitrack.settings import ENV_PREFIX, Settings, load_settings
@@ -92,6 +92,7 @@ class RoiBoard:
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **kafka_python_config(self.settings),
         )
         try:
             while not self._stop.is_set():
@@ -152,7 +153,7 @@ def _percent(text: str | None) -> str:
     return "-" if text is None else f"{Decimal(text) * 100:,.1f}%"
 
 
-def _conversions_done(client: "redis.Redis", settings: Settings) -> int:
+def _conversions_done(client: SyncRedisClient, settings: Settings) -> int:
     from streams.state import Keys
 
     keys = Keys(settings.redis_namespace)
@@ -165,7 +166,7 @@ def _conversions_done(client: "redis.Redis", settings: Settings) -> int:
     return total
 
 
-def _attributed_conversions(client: "redis.Redis", settings: Settings) -> int:
+def _attributed_conversions(client: SyncRedisClient, settings: Settings) -> int:
     from streams.state import Keys
 
     keys = Keys(settings.redis_namespace)
@@ -197,7 +198,7 @@ def build_summary(board: RoiBoard, extra: dict[str, Any]) -> dict[str, Any]:
             "default_model": DEFAULT_MODEL, "models": models, "campaigns": campaigns}
 
 
-def _delete_namespace(client: "redis.Redis", namespace: str) -> int:
+def _delete_namespace(client: SyncRedisClient, namespace: str) -> int:
     deleted = 0
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"{namespace}:*", count=1000):
@@ -226,10 +227,18 @@ def run_demo(options: DemoOptions) -> int:
             stack.callback(broker.stop)
             # A group join on tansu takes about half the session timeout.
             overrides.update(consumer_session_timeout_s=6.0, consumer_heartbeat_s=1.0)
+            # The embedded broker listens in plain text without authentication.
+            overrides.update(
+                kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism="", kafka_sasl_username="",
+                kafka_sasl_password="", kafka_ssl_cafile="", kafka_ssl_certfile="", kafka_ssl_keyfile="",
+            )
             console.print(f"  broker on {bootstrap}")
         local_redis = LocalRedis()
-        redis_url = local_redis.ensure(base.redis_url)
+        redis_url = local_redis.ensure(base.redis_url, ssl_cafile=base.redis_ssl_cafile)
         stack.callback(local_redis.stop)
+        if local_redis.started:
+            # The local server is standalone and without TLS.
+            overrides.update(redis_cluster=False, redis_ssl_cafile="")
         console.print(f"Redis: {'started a local redis-server' if local_redis.started else 'using the configured server'}")
 
         suffix = f"-demo-{run_id}"
@@ -246,7 +255,7 @@ def run_demo(options: DemoOptions) -> int:
         created = create_topics(settings, bootstrap)
         console.print(f"created {len(created)} topics with suffix {suffix}")
 
-        client: redis.Redis = redis.Redis.from_url(redis_url)
+        client = sync_redis_client(settings)
         stack.callback(client.close)
         if not options.keep_state:
             stack.callback(_delete_namespace, client, settings.redis_namespace)

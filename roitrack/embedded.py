@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -434,11 +434,16 @@ class _ExitedEarly(Exception):
         self.log_tail = log_tail
 
 
-def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
-    """Return True when a Redis server at ``url`` replies to PING within ``timeout_s``."""
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-    )
+def redis_answers(url: str, timeout_s: float = 1.0, *, ssl_cafile: str = "") -> bool:
+    """Return True when a Redis server at ``url`` replies to PING within ``timeout_s``.
+
+    ``ssl_cafile`` is the CA file of a rediss:// server with a private CA. A node of
+    a Redis Cluster replies like a standalone server, so no cluster client is needed.
+    """
+    options: dict[str, Any] = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
+    if ssl_cafile:
+        options["ssl_ca_certs"] = ssl_cafile
+    client = redis.Redis.from_url(url, **options)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -524,14 +529,16 @@ class LocalRedis:
         """URL of the server this object started, or None."""
         return self._url
 
-    def ensure(self, url: str) -> str:
+    def ensure(self, url: str, *, ssl_cafile: str = "") -> str:
         """Return ``url`` when a Redis there replies to PING, else start a local server and return its URL.
 
-        The local server keeps nothing on disk and uses the database number of ``url``.
+        ``ssl_cafile`` is passed to the probe of ``url`` (``ROITRACK_REDIS_SSL_CAFILE``).
+        The local server keeps nothing on disk, uses the database number of ``url``,
+        and is a standalone server without TLS.
         """
         if self._child is not None and self._url is not None:
             return self._url
-        if redis_answers(url):
+        if redis_answers(url, ssl_cafile=ssl_cafile):
             logger.debug("Redis at %s replies to PING; starting none", redacted_url(url))
             return url
         binary = self.binary if self.binary is not None else redis_server_binary()

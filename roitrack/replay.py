@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import orjson
 from kafka import KafkaProducer
 
+from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
 from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, TOUCHPOINT_TYPES
 from streams.state import partition_for_key
@@ -106,6 +107,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
         # Idempotence needs broker support that not every Kafka-protocol broker has;
         # duplicates from producer retries are dropped downstream by id.
         enable_idempotence=False,
+        **kafka_python_config(settings),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, RetriableError, TopicAlreadyExistsError, for_code
 
+from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _check_partitions(
             )
 
 
-def _connect(bootstrap: str, deadline: float) -> Any:
+def _connect(settings: Settings, bootstrap: str, deadline: float) -> Any:
     """Open an admin client, letting kafka-python retry the bootstrap until ``deadline``."""
     remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
     return KafkaAdminClient(
@@ -108,6 +109,7 @@ def _connect(bootstrap: str, deadline: float) -> Any:
         client_id="roitrack-topics",
         bootstrap_timeout_ms=remaining_ms,
         request_timeout_ms=min(remaining_ms, 10_000),
+        **kafka_python_config(settings),
     )
 
 
@@ -159,7 +161,7 @@ def create_topics(
         attempt += 1
         admin = None
         try:
-            admin = _connect(servers, deadline)
+            admin = _connect(settings, servers, deadline)
             counts = _partition_counts(admin, names)
             _check_partitions(specs, settings_of, counts)
             missing = [spec for spec in specs if spec.name not in counts]

@@ -20,6 +20,7 @@ from faust.types import TP, EventT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from roitrack.connections import faust_broker_credentials
 from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
 from streams.records import Outgoing, Record
@@ -50,6 +51,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings that roitrack sets; see docs/architecture.md for the reasons."""
     return {
         "broker": f"kafka://{settings.require_kafka()}",
+        "broker_credentials": faust_broker_credentials(settings),
         "store": "memory://",
         "key_serializer": "raw",
         "value_serializer": "raw",
@@ -87,7 +89,7 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = faust.App(settings.app_id, **faust_config(settings))
-        self.redis = connect(settings.redis_url)
+        self.redis = connect(settings)
         self.store = StateStore(self.redis, Keys(settings.redis_namespace))
         self.attribution = AttributionProcessor(settings, self.store, self.send, self.touch_end_offset)
         self.roi = RoiProcessor(settings, self.store, self.send)

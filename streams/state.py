@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import redis.asyncio as aioredis
 from kafka.partitioner.default import murmur2
+
+if TYPE_CHECKING:
+    from roitrack.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +226,22 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def connect(url: str) -> "aioredis.Redis":
-    """Open an async Redis client; the caller closes it."""
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+def connect(target: "str | Settings") -> "aioredis.Redis":
+    """Open an async Redis client from a URL, or from the settings; the caller closes it.
+
+    With settings, ``ROITRACK_REDIS_CLUSTER`` selects redis-py's cluster client and
+    ``ROITRACK_REDIS_SSL_CAFILE`` its CA file; a URL alone gives a standalone client.
+    """
+    from roitrack.connections import redis_client
+
+    options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
+    if isinstance(target, str):
+        return aioredis.Redis.from_url(target, **options)
+    client = redis_client(target, **options)
+    # NOTE: StateStore and the agents annotate the standalone client. The cluster
+    # client has every command they call (pipeline, register_script, ...), which
+    # tests/integration/test_redis_cluster.py runs on a real cluster.
+    return cast("aioredis.Redis", client)
 
 
 def chunked(items: Sequence[str], size: int) -> list[Sequence[str]]:

@@ -34,7 +34,15 @@ _SECONDS_PER_HOUR = 3600
 #: Units of fields whose name suffix and type do not give one.
 UNIT_OVERRIDES: dict[str, str] = {
     "kafka_bootstrap": "host:port list, comma-separated",
+    "kafka_security_protocol": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    "kafka_sasl_mechanism": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    "kafka_sasl_username": "user name",
+    "kafka_sasl_password": "password (secret)",
+    "kafka_ssl_cafile": "path of a PEM file",
+    "kafka_ssl_certfile": "path of a PEM file",
+    "kafka_ssl_keyfile": "path of a PEM file",
     "redis_url": "URL",
+    "redis_ssl_cafile": "path of a PEM file",
     "redis_namespace": "key prefix",
     "person_partitions": "partitions",
     "campaign_partitions": "partitions",
@@ -49,9 +57,19 @@ UNIT_OVERRIDES: dict[str, str] = {
     "web_port": "TCP port",
 }
 
+#: Settings behind a ``faust_config`` key that ``faust_dependencies`` cannot find,
+#: because no single-field change of them passes validation.
+FAUST_SOURCES: dict[str, list[str]] = {
+    "broker_credentials": ["kafka_security_protocol", "kafka_sasl_*", "kafka_ssl_*"],
+}
+
 #: Reason for each setting that ``streams.app.faust_config`` passes to Faust.
 FAUST_REASONS: dict[str, str] = {
     "broker": "The servers of `ROITRACK_KAFKA_BOOTSTRAP` with the `kafka://` scheme that Faust expects.",
+    "broker_credentials": (
+        "SSL or SASL credentials from `roitrack.connections.faust_broker_credentials`, or none "
+        "for PLAINTEXT. Faust's producer and consumer both use them."
+    ),
     "store": "roitrack uses no Faust tables. All state is in Redis.",
     "key_serializer": "Keys reach roitrack as bytes.",
     "value_serializer": (
@@ -266,7 +284,7 @@ def faust_rows() -> list[str]:
             f"FAUST_REASONS in {__file__} lists {stale}, which faust_config no longer sets; remove them."
         )
 
-    dependencies = faust_dependencies(base)
+    dependencies = {**faust_dependencies(base), **FAUST_SOURCES}
     faust_defaults = faust.App(Settings.model_fields["app_id"].default).conf
     rows = [
         "| Faust setting | value in roitrack | Faust default | why |",
@@ -318,6 +336,17 @@ def render() -> str:
         "- `ROITRACK_ENGAGEMENT_TOUCH_KINDS` may only contain `like`, `share`, `comment`, `follow`.",
         "- `ROITRACK_REPORTING_CURRENCY` must be a known ISO 4217 code (`schemas/currencies.py`),",
         "  not only three capital letters.",
+        "- When `ROITRACK_KAFKA_SECURITY_PROTOCOL` is SASL_PLAINTEXT or SASL_SSL,",
+        "  `ROITRACK_KAFKA_SASL_MECHANISM`, `ROITRACK_KAFKA_SASL_USERNAME` and",
+        "  `ROITRACK_KAFKA_SASL_PASSWORD` must be set. The other protocols reject them, and",
+        "  PLAINTEXT and SASL_PLAINTEXT reject the `ROITRACK_KAFKA_SSL_*` files, because the",
+        "  clients would ignore them.",
+        "- `ROITRACK_KAFKA_SSL_KEYFILE` needs `ROITRACK_KAFKA_SSL_CERTFILE`.",
+        "- Every file setting (`ROITRACK_KAFKA_SSL_*`, `ROITRACK_REDIS_SSL_CAFILE`) must name a",
+        "  readable file when it is set.",
+        "- `ROITRACK_REDIS_URL` must start with `redis://`, `rediss://` or `unix://`.",
+        "  `ROITRACK_REDIS_SSL_CAFILE` needs `rediss://`, and `ROITRACK_REDIS_CLUSTER=true`",
+        "  needs `redis://` or `rediss://` with database 0.",
         "",
         "`ROITRACK_PERSON_PARTITIONS` and `ROITRACK_CAMPAIGN_PARTITIONS` cannot change once",
         "the topics exist, because keys are hashed to partitions by count and the Redis",

@@ -15,6 +15,7 @@ from roitrack.collector.batch import handle_batch, json_response
 from roitrack.collector.browser import handle_pixel, handle_redirect
 from roitrack.collector.ingest import CollectorStats, Ingestor, RecentIds
 from roitrack.collector.keys import INGESTOR_KEY, SETTINGS_KEY, STATS_KEY
+from roitrack.connections import aiokafka_config
 from roitrack.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ async def _start_producer(app: web.Application) -> None:
         enable_idempotence=False,
         linger_ms=PRODUCER_LINGER_MS,
         request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS,
+        **aiokafka_config(settings),
     )
     await producer.start()
     app[_PRODUCER_KEY] = producer

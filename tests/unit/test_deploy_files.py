@@ -62,7 +62,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_compose_has_expected_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "redis", "topics", "worker"}
+    assert set(services) == {"kafka", "redis", "topics", "worker", "collector"}
 
 
 def test_compose_roitrack_variables_are_settings(services: dict[str, dict[str, Any]]) -> None:
