@@ -136,7 +136,7 @@ def sync_redis_client(settings: Settings, **options: Any) -> SyncRedisClient:
     """Create a synchronous Redis client from the settings: a ``RedisCluster`` or a ``Redis``.
 
     The caller closes it with ``close()``. A cluster client connects to the
-    node in the URL when it is created, and raises when none answers.
+    node in the URL when it is created, and raises when that node does not reply.
     """
     merged = {**redis_options(settings), **options}
     if settings.redis_cluster:

@@ -1,7 +1,7 @@
 """``roitrack demo``: replay the journey dataset end to end and show ROI live.
 
 On the embedded default (ROITRACK_KAFKA_BOOTSTRAP empty) it starts a tansu
-broker, and a redis-server when none answers at the Redis URL. With a broker
+broker, and a redis-server when no Redis replies at the Redis URL. With a broker
 and Redis configured, it starts neither. Either way it creates run-scoped
 topics, a fresh Redis namespace and consumer group, so repeated runs never
 mix their counts.

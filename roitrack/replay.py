@@ -33,7 +33,7 @@ DEFAULT_JOURNEY_START = datetime(2026, 11, 2, tzinfo=timezone.utc)
 
 @dataclass
 class ReplayStats:
-    """What a replay produced."""
+    """Counts of what a replay produced."""
 
     events: int = 0
     messages: int = 0

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "ROITRACK_"
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-#: Empty means unset; SASL_PLAINTEXT and SASL_SSL need one of the others.
+#: Empty means unset. SASL_PLAINTEXT and SASL_SSL need one of the others.
 KafkaSaslMechanism = Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 KAFKA_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 KAFKA_SSL_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})

@@ -12,12 +12,12 @@
 5. sends rejected events to the dead-letter topic, then writes touchpoints,
    identity links and pending conversions to Redis in one fenced script call,
    together with the offsets they came from,
-6. releases conversions whose settle delay has passed: reads the person's
-   touchpoints (and those of anonymous ids linked to the person), credits
-   campaigns under every model, sends the Attribution and one credit per
-   campaign, and only then removes them from the pending set. A crash before
-   that removal re-sends the same credits, which the ROI processor drops by
-   credit id.
+6. releases conversions whose settle delay has passed. It reads the person's
+   touchpoints and those of anonymous ids linked to the person, credits
+   campaigns under every model, and sends the Attribution and one credit per
+   campaign. Only then does it remove them from the pending set, so a crash
+   before that removal re-sends the same credits, which the ROI processor
+   drops by credit id.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ return removed
 
 @dataclass(slots=True)
 class PartitionState:
-    """What this worker knows of one person partition."""
+    """This worker's cached state of one person partition."""
 
     offsets: dict[str, int]
     watermark_ms: int
@@ -93,7 +93,7 @@ class TouchCandidate:
 
 @dataclass(slots=True)
 class BatchPlan:
-    """What one partition's batch will write, built before anything is written."""
+    """The writes planned for one partition's batch, built before anything is written."""
 
     dead: list[Outgoing] = field(default_factory=list)
     touches: list[TouchCandidate] = field(default_factory=list)

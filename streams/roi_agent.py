@@ -2,9 +2,9 @@
 
 ``RoiProcessor`` consumes the co-partitioned ``credits``, ``campaigns`` and
 ``spend`` topics. Each campaign partition has one writer, which keeps its
-campaigns' aggregates in memory, computes them with ``Decimal`` and writes the
-changed aggregates back whole, with the partition offsets and the ids of the
-credits it applied, in one fenced script call. Repeated credits (the same
+campaigns' aggregates in memory and computes them with ``Decimal``. It writes
+the changed aggregates back whole in one fenced script call, together with the
+partition offsets and the ids of the credits it applied. Repeated credits (the same
 conversion and campaign) are dropped by id.
 """
 
@@ -36,7 +36,7 @@ WATERMARK_FIELD = "_watermark_ms"
 
 @dataclass(slots=True)
 class CampaignPartition:
-    """What this worker knows of one campaign partition."""
+    """This worker's cached state of one campaign partition."""
 
     offsets: dict[str, int]
     watermark_ms: int

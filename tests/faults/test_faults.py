@@ -84,7 +84,10 @@ def test_worker_sigkill_repeatedly(kafka_bootstrap: str, redis_url: str, fault_s
         assert wait_progress(lambda: _progress(settings) > before, REJOIN_ALLOWANCE_S, [worker]), (
             f"worker {attempt - 1} made no progress within {REJOIN_ALLOWANCE_S} s of its start; log:\n{worker.log_tail()}"
         )
-        time.sleep(max(0.0, rng.uniform(8.0, 15.0) - (time.monotonic() - started_at)))
+        # Kill 8-15 s after the start, but only after 2-5 s of work, so each worker is
+        # killed while it processes rather than while it rejoins the group.
+        kill_at = max(started_at + rng.uniform(8.0, 15.0), time.monotonic() + rng.uniform(2.0, 5.0))
+        time.sleep(max(0.0, kill_at - time.monotonic()))
         worker.kill()
         kills.append((round(replay.elapsed_s, 1), conversions_done(settings), not replay.done))
         worker = workers.start(settings, f"kill-{attempt}")

