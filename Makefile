@@ -8,7 +8,7 @@ VENV_PYTHON := $(VENV)/bin/python
 # Written after a successful install, so an interrupted install is retried.
 INSTALL_STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint
+.PHONY: venv demo test lint test-faults test-fuzz
 
 venv: $(INSTALL_STAMP)
 
@@ -28,3 +28,10 @@ test: venv
 lint: venv
 	$(VENV_PYTHON) -m mypy
 	$(VENV)/bin/ruff check schemas streams roitrack tests tools
+
+# The fault-injection and fuzz suites: minutes each, so not part of `make test`.
+test-faults: venv
+	$(VENV_PYTHON) -m pytest -m faults
+
+test-fuzz: venv
+	$(VENV_PYTHON) -m pytest -m fuzz
