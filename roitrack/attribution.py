@@ -6,15 +6,36 @@ ground truth, so nothing here touches Kafka or Redis.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Literal, Mapping, Sequence
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from typing import Callable, Literal, Mapping, ParamSpec, Sequence, TypeVar
 
 from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
 
 TouchClass = Literal["click", "engagement", "checkin", "view"]
 #: Touch classes that use the click lookback window and beat views.
 CLICK_CLASSES: frozenset[str] = frozenset({"click", "engagement", "checkin"})
+
+#: Precision of money and weight arithmetic. Decimal's default of 28 digits
+#: cannot hold 15 integer digits plus 18 fractional ones, so quantize() on a
+#: large amount would raise.
+DECIMAL_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``function`` under DECIMAL_CONTEXT."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext(DECIMAL_CONTEXT):
+            return function(*args, **kwargs)
+
+    return wrapper
+
 
 _ONE = Decimal(1)
 _TWO = Decimal(2)
@@ -104,6 +125,7 @@ def first_touch(touches: Sequence[StoredTouch]) -> Weights:
     return {touches[0].campaign_id: _ONE}
 
 
+@exact
 def linear(touches: Sequence[StoredTouch]) -> Weights:
     share = _ONE / len(touches)
     weights: Weights = {}
@@ -112,6 +134,7 @@ def linear(touches: Sequence[StoredTouch]) -> Weights:
     return _close_to(_ONE, weights)
 
 
+@exact
 def time_decay(touches: Sequence[StoredTouch], conversion_ms: int, half_life_ms: int) -> Weights:
     """Weight each touch by 2^(-age / half-life), normalised to sum to 1."""
     raw = [
@@ -124,6 +147,7 @@ def time_decay(touches: Sequence[StoredTouch], conversion_ms: int, half_life_ms:
     return _close_to(_ONE, weights)
 
 
+@exact
 def position_based(
     touches: Sequence[StoredTouch], first_share: Decimal, last_share: Decimal
 ) -> Weights:
@@ -148,6 +172,7 @@ def position_based(
     return _close_to(_ONE, weights)
 
 
+@exact
 def credit_all_models(
     touches: Sequence[StoredTouch], conversion_ms: int, params: AttributionParams
 ) -> dict[AttributionModel, Weights]:
@@ -169,11 +194,13 @@ def credit_all_models(
     return models
 
 
+@exact
 def credit_coupon(campaign_id: str) -> dict[AttributionModel, Weights]:
     """Credit a coupon's campaign with the whole conversion under every model."""
     return {model: {campaign_id: _ONE} for model in ATTRIBUTION_MODELS}
 
 
+@exact
 def revenue_shares(weights: Mapping[str, Decimal], revenue: Decimal) -> dict[str, Decimal]:
     """Split revenue by weight; the shares sum to the revenue exactly."""
     shares = {campaign_id: revenue * weight for campaign_id, weight in weights.items()}

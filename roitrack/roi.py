@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from roitrack.attribution import exact
 from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
 
 #: Each rolling window is kept as this many buckets, so a window's edge is
@@ -32,6 +33,7 @@ class ModelTotals:
     conversions: dict[AttributionModel, Decimal] = field(default_factory=_zero_by_model)
     revenue: dict[AttributionModel, Decimal] = field(default_factory=_zero_by_model)
 
+    @exact
     def add(self, weights: dict[AttributionModel, Decimal], revenue: dict[AttributionModel, Decimal]) -> None:
         for model, weight in weights.items():
             self.conversions[model] += weight
@@ -65,6 +67,7 @@ class SpendRecord:
     start_ms: int
     end_ms: int
 
+    @exact
     def within(self, start_ms: int, end_ms: int) -> Decimal:
         """Return the part of this spend that falls in [start_ms, end_ms)."""
         overlap_ms = min(end_ms, self.end_ms) - max(start_ms, self.start_ms)
@@ -102,6 +105,7 @@ class CampaignAggregate:
         """Record spend; a repeated spend id replaces the earlier record, so replays and corrections are idempotent."""
         self.spend[spend_id] = record
 
+    @exact
     def add_credit(
         self,
         time_ms: int,
@@ -127,9 +131,11 @@ class CampaignAggregate:
             for start_ms in [start for start in window_buckets if start < oldest_ms]:
                 del window_buckets[start_ms]
 
+    @exact
     def lifetime_spend(self) -> Decimal:
         return sum((record.amount for record in self.spend.values()), _ZERO)
 
+    @exact
     def figures(self, window_s: int | None, now_ms: int) -> Figures:
         """Sum the figures of a rolling window ending at ``now_ms``, or of the lifetime."""
         if window_s is None:
@@ -188,6 +194,7 @@ class RoiMetrics:
     cpa: Decimal | None
 
 
+@exact
 def roi_metrics(
     revenue: Decimal, conversions: Decimal, spend: Decimal, margin: Decimal | None
 ) -> RoiMetrics:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -29,6 +29,11 @@ MAX_ID_LENGTH = 128
 #: Fractional digits accepted in a money amount. Twelve keeps shares of split
 #: conversions exact to far below a cent while rejecting garbage precision.
 MONEY_MAX_FRACTION_DIGITS = 12
+#: Integer digits accepted in a money amount: up to 999 trillion.
+MONEY_MAX_INTEGER_DIGITS = 15
+#: Event times outside this range are rejected: they are clock or encoding errors.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_EVENT_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
 
 
 def _reject_float(value: Any) -> Any:
@@ -41,15 +46,18 @@ def _reject_float(value: Any) -> Any:
             "so that it is not rounded"
         )
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = Decimal(text)
-        except ArithmeticError:
-            return value  # pydantic reports it as an invalid decimal
-        if not number.is_finite():
-            raise ValueError(f"is not a finite decimal number: {value!r}")
-        return number
+        if not _PLAIN_DECIMAL.match(value):
+            raise ValueError(
+                f"must be a plain decimal such as \"12.50\": digits, an optional point and "
+                f"fraction, no sign, exponent, separators or spaces; got {value!r}"
+            )
+        return Decimal(value)
+    if isinstance(value, int) and value >= 10**MONEY_MAX_INTEGER_DIGITS:
+        raise ValueError(f"is larger than {MONEY_MAX_INTEGER_DIGITS} integer digits allow")
     return value
+
+
+_PLAIN_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 _NUMERIC_TEXT = re.compile(r"^[+-]?\d+(\.\d*)?$")
@@ -67,13 +75,28 @@ def _require_iso_text(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_text)]
+def _check_range(value: datetime) -> datetime:
+    if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
+        raise ValueError(
+            f"is outside {EARLIEST_EVENT_TIME.date()} to {LATEST_EVENT_TIME.date()} UTC; check the sender's clock"
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_text), AfterValidator(_check_range)]
 """A timezone-aware ISO 8601 date-time string."""
 
 
 Id = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=False, pattern=r"^[^\s\x00-\x1f]+$"),
+    StringConstraints(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        strip_whitespace=False,
+        # No whitespace, control characters (C0, DEL, C1) or invisible format
+        # characters (zero-width, bidirectional overrides, BOM).
+        pattern=r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+$",
+    ),
 ]
 """An identifier: 1-128 printable characters without whitespace."""
 
@@ -83,9 +106,16 @@ LongText = Annotated[str, StringConstraints(max_length=2048)]
 Money = Annotated[
     Decimal,
     BeforeValidator(_reject_float),
-    Field(ge=0, allow_inf_nan=False, decimal_places=MONEY_MAX_FRACTION_DIGITS, max_digits=30),
+    Field(
+        ge=0,
+        allow_inf_nan=False,
+        decimal_places=MONEY_MAX_FRACTION_DIGITS,
+        max_digits=MONEY_MAX_INTEGER_DIGITS + MONEY_MAX_FRACTION_DIGITS,
+    ),
     PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": ["string", "integer"], "pattern": r"^[0-9]+(\.[0-9]{1,12})?$"}, mode="validation"),
+    WithJsonSchema(
+        {"type": ["string", "integer"], "pattern": r"^[0-9]{1,15}(\.[0-9]{1,12})?$"}, mode="validation"
+    ),
 ]
 """A non-negative amount: a decimal string or an integer, never a float."""
 

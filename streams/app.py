@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from roitrack.connections import faust_broker_credentials
+from roitrack.embedded import redacted_url
 from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
 from streams.records import Outgoing, Record
@@ -143,8 +144,8 @@ class Pipeline:
                 except RETRIABLE_ERRORS as exc:
                     log.warning(
                         "%s: batch of %d records failed: %r; retrying in %.1f s "
-                        "(check that Redis and the brokers are reachable)",
-                        name, len(records), exc, delay_s,
+                        "(check that Redis at %s and the brokers are reachable)",
+                        name, len(records), exc, delay_s, redacted_url(settings.redis_url),
                     )
                 except Exception:
                     # Not an outage: most likely a bug. Skipping the batch would lose it
@@ -184,9 +185,25 @@ class Pipeline:
         async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
             assigned = args[0] if args else set()
             log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+            await self._load(assigned)
 
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode types the handler more narrowly than it calls it
         app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]  # mode types the handler more narrowly than it calls it
+
+    async def _load(self, assigned: set[Any]) -> None:
+        """Load assigned partitions from Redis now, so their pending conversions are
+        released and their campaigns published without waiting for a new message."""
+        settings = self.settings
+        person = sorted({tp.partition for tp in assigned if tp.topic in {settings.topic_touchpoints, settings.topic_conversions}})
+        campaign = sorted({tp.partition for tp in assigned if tp.topic in {settings.topic_credits, settings.topic_campaigns, settings.topic_spend}})
+        try:
+            for partition in person:
+                await self.attribution.load(partition)
+            for partition in campaign:
+                await self.roi.load(partition)
+        except RETRIABLE_ERRORS as exc:
+            # The first batch of each partition loads it instead.
+            log.warning("cannot load assigned partitions from Redis (%s): %r", redacted_url(settings.redis_url), exc)
 
     def _forget(self, revoked: set[Any]) -> None:
         settings = self.settings

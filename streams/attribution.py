@@ -50,7 +50,7 @@ from streams.crediting import (
 from streams.quality import FloodCheck, is_bot
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
 from streams.release import Releaser
-from streams.state import FencedBatch, StaleBatch, StateStore, warn_offset_gap
+from streams.state import FencedBatch, StaleBatch, StateStore, partition_for_key, warn_offset_gap
 
 # Re-exported for callers and tests that encode touchpoints.
 __all__ = ["AttributionProcessor", "PendingConversion", "decode_touch", "encode_touch"]
@@ -161,6 +161,10 @@ class AttributionProcessor:
             )
         return state
 
+    async def load(self, partition: int) -> None:
+        """Load a partition's state from Redis unless it is loaded already."""
+        await self._partition(partition)
+
     def forget(self, partitions: Sequence[int]) -> None:
         """Drop cached state of partitions this worker no longer owns."""
         for partition in partitions:
@@ -257,6 +261,17 @@ class AttributionProcessor:
             self._reject(plan, record, "unsupported", FieldError(
                 field="type", value=event.type,
                 reason=f"event type does not belong on topic {record.topic}; send it to {expected_topic}",
+            ), "attribution.route", event)
+            return
+
+        expected_partition = partition_for_key(event.person_id.encode(), settings.person_partitions)
+        if expected_partition != partition:
+            # The person's other events, and lookups by person, go to the murmur2 partition.
+            self._reject(plan, record, "unsupported", FieldError(
+                field="(key)", value=None,
+                reason=(f"the person id belongs on partition {expected_partition} under Kafka's default "
+                        f"murmur2 partitioner, but the event arrived on partition {partition}; produce it "
+                        "keyed by user_id (else anonymous_id) with the default partitioner"),
             ), "attribution.route", event)
             return
 

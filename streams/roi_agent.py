@@ -87,6 +87,10 @@ class RoiProcessor:
             )
         return state
 
+    async def load(self, partition: int) -> None:
+        """Load a partition's campaigns from Redis unless they are loaded already."""
+        await self._partition(partition)
+
     def forget(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
             self.partitions.pop(partition, None)

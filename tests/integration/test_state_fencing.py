@@ -201,3 +201,28 @@ def test_duplicate_after_restart_dropped(settings: Settings) -> None:
     assert restarted.on(settings.topic_attributions) == []
     assert stats[b"conversions_received"] == b"1"
     assert stats[b"duplicates"] == b"2"
+
+
+def test_misrouted_event_dead_lettered(settings: Settings) -> None:
+    """An event on another partition than its person's murmur2 partition is rejected, not stored."""
+    touch = {"type": "click", "event_id": "c7", "event_time": "2026-11-02T09:00:00Z", "user_id": "ann",
+             "campaign_id": "spring", "channel": "instagram"}
+
+    async def scenario() -> Sink:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        sink = Sink()
+        # "ann" belongs on partition 0 of 2.
+        await AttributionProcessor(settings, store, sink).process(
+            [Record(settings.topic_touchpoints, 1, 0, b"ann", orjson.dumps(touch))]
+        )
+        stored = await client.exists(store.keys.touchpoints(1, "ann"))
+        await store.close()
+        assert stored == 0
+        return sink
+
+    sink = run(scenario())
+    letters = sink.on(settings.topic_dead_letters)
+    assert len(letters) == 1
+    assert letters[0]["reason"] == "unsupported"
+    assert "partition 0" in letters[0]["errors"][0]["reason"]

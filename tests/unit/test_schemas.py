@@ -174,8 +174,13 @@ def test_money_serialised_as_string() -> None:
     assert orjson.loads(purchase.model_dump_json())["amount"] == "49.90"
 
 
-def test_money_exponent_serialised_plain() -> None:
-    purchase = Purchase.model_validate(event("purchase", amount="1E+3"))
+def test_money_exponent_rejected() -> None:
+    with pytest.raises(ValidationError, match="plain decimal"):
+        Purchase.model_validate(event("purchase", amount="1E+3"))
+
+
+def test_money_integer_serialised_plain() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount=1000))
 
     assert orjson.loads(purchase.model_dump_json())["amount"] == "1000"
 
@@ -410,7 +415,7 @@ def test_json_schema_money_string_or_integer() -> None:
     amount = json_schemas()["Purchase"]["properties"]["amount"]
 
     assert amount["type"] == ["string", "integer"]
-    assert amount["pattern"] == r"^[0-9]+(\.[0-9]{1,12})?$"
+    assert amount["pattern"] == r"^[0-9]{1,15}(\.[0-9]{1,12})?$"
 
 
 def test_json_schema_required_fields() -> None:
