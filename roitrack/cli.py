@@ -82,8 +82,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _load()
     path = Path(args.file)
-    if not path.exists():
-        raise SystemExit(f"replay file not found: {path}")
+    if not path.is_file():
+        raise SystemExit(f"replay file not found or not a file: {path}")
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.rate < 0:
+        raise SystemExit(f"--rate must be 0 (no limit) or a positive number of events per second, got {args.rate}")
     producer = make_producer(settings)
     try:
         replayer = Replayer(settings, producer, batch_size=args.batch_size, rate_per_s=args.rate)
@@ -96,12 +100,23 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         f"replayed {stats.events} events in {stats.messages} messages "
         f"({stats.conversions} conversions, {stats.unroutable} unroutable) in {stats.elapsed_s:.1f} s"
     )
+    if stats.too_large:
+        print(
+            f"{stats.too_large} message(s) were over the producer's maximum request size and were not sent; "
+            "split those events or raise the broker's and producer's message size limits"
+        )
+        return 1
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from roitrack.demo import DemoOptions, run_demo
 
+    for option, value in (("--journeys", args.journeys), ("--campaigns", args.campaigns)):
+        if not Path(value).is_file():
+            raise SystemExit(f"{option} file not found: {value}")
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
     options = DemoOptions(
         summary_path=Path(args.summary) if args.summary else None,
         batch_size=args.batch_size,
@@ -174,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings (environment variables):\n" + settings_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default="info", help="log level: debug, info, warning, error (default: info)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="log level (default: info)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     worker = commands.add_parser("worker", help="run the Faust worker (needs ROITRACK_KAFKA_BOOTSTRAP)")

@@ -132,7 +132,7 @@ def roi_table(board: RoiBoard, title: str) -> Table:
         table.add_row(
             update.get("campaign_name") or campaign_id,
             _money(update["spend"]),
-            _number(figures["conversions"], 1),
+            _count(figures["conversions"]),
             _money(figures["revenue"]),
             _number(figures["roas"], 2),
             _percent(figures["roi"]),
@@ -143,6 +143,12 @@ def roi_table(board: RoiBoard, title: str) -> Table:
 
 def _number(text: str | None, places: int) -> str:
     return "-" if text is None else f"{Decimal(text):,.{places}f}"
+
+
+def _count(text: str) -> str:
+    """Whole counts without decimals; fractional ones (linear, time decay) with two."""
+    value = Decimal(text)
+    return f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
 
 
 def _money(text: str | None) -> str:
@@ -346,6 +352,7 @@ def run_demo(options: DemoOptions) -> int:
                     return 1
                 time.sleep(0.5)
             refresh("done")
+        console.print()
 
         wall_s = time.monotonic() - started
         pipeline_s = time.monotonic() - replay_started

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 from kafka import KafkaProducer
+from kafka.errors import MessageSizeTooLargeError
 
 from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
@@ -39,6 +40,7 @@ class ReplayStats:
     messages: int = 0
     conversions: int = 0
     unroutable: int = 0
+    too_large: int = 0
     by_topic: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     elapsed_s: float = 0.0
 
@@ -54,8 +56,8 @@ class Routed:
 
 def route(settings: Settings, raw: bytes, event: Any) -> Routed:
     """Pick the topic and key of one event; see the module docstring for unroutable input."""
-    if isinstance(event, dict):
-        event_type = event.get("type")
+    if isinstance(event, dict) and isinstance(event.get("type"), str):
+        event_type = event["type"]
         person = event.get("user_id") or event.get("anonymous_id")
         if event_type in TOUCHPOINT_TYPES and isinstance(person, str):
             return Routed(settings.topic_touchpoints, person.encode(), raw, False, True)
@@ -138,6 +140,9 @@ class Replayer:
             settings.topic_spend: settings.campaign_partitions,
         }
 
+    #: Events larger than this are sent on their own rather than packed.
+    max_packed_bytes = 64 * 1024
+
     #: Packed messages are sent at least this often, so a slow replay does not
     #: hold touchpoints back while conversions of the same person go out.
     max_buffer_age_s = 0.1
@@ -169,10 +174,21 @@ class Replayer:
         self.stats.elapsed_s = time.monotonic() - started
         return self.stats
 
+    def _send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        try:
+            self.producer.send(topic, key=key, value=value, partition=partition)
+        except MessageSizeTooLargeError:
+            self.stats.too_large += 1
+            log.warning(
+                "skipped a %d-byte message for %s: it is over the producer's maximum request size",
+                len(value), topic,
+            )
+            return
+        self.stats.messages += 1
+
     def _produce(self, routed: Routed) -> None:
-        if self.batch_size == 1 or not routed.routable:
-            self.producer.send(routed.topic, key=routed.key, value=routed.value)
-            self.stats.messages += 1
+        if self.batch_size == 1 or not routed.routable or len(routed.value) > self.max_packed_bytes:
+            self._send(routed.topic, routed.key, routed.value)
             return
         partition = partition_for_key(routed.key, self._partitions[routed.topic])
         buffer = self._buffers[(routed.topic, partition)]
@@ -185,8 +201,7 @@ class Replayer:
             return
         # Every event in the buffer hashes to this partition, so the first key stands for all.
         value = b"[" + b",".join(value for _, value in buffer) + b"]"
-        self.producer.send(topic, key=buffer[0][0], value=value, partition=partition)
-        self.stats.messages += 1
+        self._send(topic, buffer[0][0], value, partition)
         buffer.clear()
 
     def _flush_all(self) -> None:

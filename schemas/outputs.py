@@ -71,7 +71,8 @@ class CampaignCredit(StrictModel):
 
     type: Literal["credit"] = "credit"
     credit_id: str = Field(
-        min_length=3, max_length=2 * 128 + 1, description="'<conversion id>:<campaign id>'; repeated credits are dropped by it"
+        min_length=5, max_length=3 * 128 + 2,
+        description="'<person id>:<conversion id>:<campaign id>'; repeated credits are dropped by it",
     )
     conversion_id: Id
     campaign_id: Id

@@ -133,7 +133,9 @@ def attribute(
     for campaign_id, figures in sorted(per_campaign.items()):
         credit: dict[str, Any] = {
             "type": "credit",
-            "credit_id": f"{pending.conversion_id}:{campaign_id}",
+            # The person is part of the id, so two people's conversions that share an
+            # event id (a producer bug) still count as two.
+            "credit_id": f"{pending.person_id}:{pending.conversion_id}:{campaign_id}",
             "conversion_id": pending.conversion_id,
             "campaign_id": campaign_id,
             "event_time": event_time,

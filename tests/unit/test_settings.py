@@ -290,3 +290,26 @@ def test_require_kafka_returns_bootstrap(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("ROITRACK_KAFKA_BOOTSTRAP", "127.0.0.1:9092,127.0.0.1:9093")
 
     assert load_settings().require_kafka() == "127.0.0.1:9092,127.0.0.1:9093"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"app_id": ""}, "not a valid Kafka topic or group name"),
+        ({"topic_touchpoints": "touch points"}, "not a valid Kafka topic or group name"),
+        ({"redis_namespace": "a:b"}, "not a valid namespace"),
+        ({"kafka_bootstrap": "127.0.0.1:99999"}, "port from 1 to 65535"),
+        ({"kafka_bootstrap": "localhost"}, "not host:port"),
+        ({"topic_spend": "campaigns"}, "repeated"),
+        ({"conversion_settle_s": float("inf")}, "less than or equal"),
+        ({"lookback_click_s": 10**20}, "less than or equal"),
+        ({"roi_update_interval_s": 1e308}, "less than or equal"),
+    ],
+)
+def test_out_of_range_settings_rejected(
+    clean_env: pytest.MonkeyPatch, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        load_settings(**overrides)
+
+    assert message in str(info.value)
