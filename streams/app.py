@@ -65,6 +65,10 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # standby replicas are above 0 or the app has tables; roitrack has none.
         "table_standby_replicas": 1,
         "consumer_auto_offset_reset": "earliest",
+        # Do not wait at shutdown for the batch in hand: while Redis is down it
+        # never finishes, and an unfinished batch is not acknowledged, so it is
+        # processed again after the restart and skipped where Redis has it.
+        "stream_wait_empty": False,
         "broker_session_timeout": settings.consumer_session_timeout_s,
         "broker_heartbeat_interval": settings.consumer_heartbeat_s,
         "broker_commit_interval": 1.0,

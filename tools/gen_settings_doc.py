@@ -93,6 +93,11 @@ FAUST_REASONS: dict[str, str] = {
         "co-partitioning assignor only when this is above 0 (or the app has tables), and "
         "roitrack needs partition N of touchpoints and conversions on the same worker."
     ),
+    "stream_wait_empty": (
+        "A worker stops on SIGTERM without waiting for the batch in hand, which never "
+        "finishes while Redis is down. The batch is not acknowledged, so it is read again "
+        "after the restart, and the offsets stored in Redis skip what was applied."
+    ),
     "consumer_auto_offset_reset": (
         "A new consumer group starts at the beginning of every topic, so events "
         "produced before the first worker started are processed."
