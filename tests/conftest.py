@@ -21,16 +21,7 @@ from roitrack.settings import Settings
 TESTS_DIR = Path(__file__).resolve().parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-TOPIC_FIELDS = (
-    "topic_touchpoints",
-    "topic_conversions",
-    "topic_campaigns",
-    "topic_spend",
-    "topic_credits",
-    "topic_attributions",
-    "topic_roi_updates",
-    "topic_dead_letters",
-)
+from tests.harness import TOPIC_FIELDS  # noqa: E402  # after the path constants above
 
 SettingsFactory = Callable[..., Settings]
 

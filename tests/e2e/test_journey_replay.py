@@ -96,11 +96,8 @@ def replay(settings: Settings, events: list[dict[str, Any]], batch_size: int) ->
         producer.close()
 
 
-def assert_matches_references(
-    settings: Settings,
-    journey_wire_events: list[dict[str, Any]],
-    campaign_wire_events: list[dict[str, Any]],
-) -> None:
+def assert_heuristics_match(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Check the latest lifetime figures against ChannelAttribution's heuristic models; return them."""
     updates = read_topic(settings, settings.topic_roi_updates)
     latest = latest_by_campaign(updates)
     reference = heuristic_models(read_path_rows(JOURNEYS_FILE))
@@ -113,6 +110,15 @@ def assert_matches_references(
             revenue_error = abs(Decimal(figures["revenue"]) - columns[value_column])
             assert conversions_error <= TOLERANCE, (model, channel, figures["conversions"], columns[conversions_column])
             assert revenue_error <= TOLERANCE, (model, channel, figures["revenue"], columns[value_column])
+    return latest
+
+
+def assert_matches_references(
+    settings: Settings,
+    journey_wire_events: list[dict[str, Any]],
+    campaign_wire_events: list[dict[str, Any]],
+) -> None:
+    latest = assert_heuristics_match(settings)
 
     expected = expected_by_model(journey_wire_events, settings)
     for model in ("time_decay", "position_based"):
@@ -267,14 +273,7 @@ def test_messy_replay_matches_clean(
         assert stats.conversions_received == CONVERSIONS
         assert stats.duplicates == len(journey_wire_events)
 
-        updates = read_topic(settings, settings.topic_roi_updates)
-        latest = latest_by_campaign(updates)
-        reference = heuristic_models(read_path_rows(JOURNEYS_FILE))
-        for model, (conversions_column, value_column) in HEURISTIC_COLUMNS.items():
-            for channel, columns in reference.items():
-                figures = latest[channel]["models"][model]
-                assert abs(Decimal(figures["conversions"]) - columns[conversions_column]) <= TOLERANCE, (model, channel)
-                assert abs(Decimal(figures["revenue"]) - columns[value_column]) <= TOLERANCE, (model, channel)
+        assert_heuristics_match(settings)
         attributions = read_topic(settings, settings.topic_attributions)
         assert len(attributions) == CONVERSIONS
 
