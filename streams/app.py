@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
@@ -65,10 +66,11 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # standby replicas are above 0 or the app has tables; roitrack has none.
         "table_standby_replicas": 1,
         "consumer_auto_offset_reset": "earliest",
-        # Do not wait at shutdown for the batch in hand: while Redis is down it
-        # never finishes, and an unfinished batch is not acknowledged, so it is
-        # processed again after the restart and skipped where Redis has it.
-        "stream_wait_empty": False,
+        # At shutdown, wait for the batch in hand: take_events acknowledges a
+        # batch even when its handler is cancelled, so an interrupted batch
+        # would be committed unprocessed. See _consume for a batch that cannot
+        # finish because Redis is down.
+        "stream_wait_empty": True,
         "broker_session_timeout": settings.consumer_session_timeout_s,
         "broker_heartbeat_interval": settings.consumer_heartbeat_s,
         "broker_commit_interval": 1.0,
@@ -159,8 +161,27 @@ class Pipeline:
                         "Report this with the traceback; the partition does not advance until it succeeds",
                         name, len(records), delay_s,
                     )
+                if self.app.should_stop:
+                    self._exit_without_commit(name, len(records))
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
+
+    def _exit_without_commit(self, name: str, count: int) -> None:
+        """Leave the process while a batch is still failing and the worker is stopping.
+
+        Faust waits at shutdown until the batch in hand is acknowledged, which
+        never happens while Redis is down, and faust-streaming's take_events
+        acknowledges a batch whose handler is cancelled. Leaving the process
+        without a commit is the only way out that keeps the batch: Kafka
+        delivers it again after the restart, like after a crash.
+        """
+        log.error(
+            "%s: stopping with a batch of %d records that could not be applied; exiting without "
+            "committing it, so it is processed again after the restart",
+            name, count,
+        )
+        logging.shutdown()
+        os._exit(0)
 
     def _register(self) -> None:
         app = self.app

@@ -94,9 +94,9 @@ FAUST_REASONS: dict[str, str] = {
         "roitrack needs partition N of touchpoints and conversions on the same worker."
     ),
     "stream_wait_empty": (
-        "A worker stops on SIGTERM without waiting for the batch in hand, which never "
-        "finishes while Redis is down. The batch is not acknowledged, so it is read again "
-        "after the restart, and the offsets stored in Redis skip what was applied."
+        "Kept on: at shutdown the worker finishes the batch in hand, because Faust's "
+        "take_events acknowledges a batch whose handler is cancelled. A batch that cannot "
+        "finish because Redis is down makes the worker exit without a commit instead."
     ),
     "consumer_auto_offset_reset": (
         "A new consumer group starts at the beginning of every topic, so events "

@@ -250,7 +250,11 @@ def test_messy_replay_matches_clean(
     log_dir: Path,
 ) -> None:
     # Touchpoints may now arrive up to an hour late in event time, so conversions wait that long.
-    settings = unique_settings(kafka_bootstrap, redis_url, conversion_settle_s=2 * 3600.0)
+    # The idle release must not fire while the replay producer pauses in the middle of
+    # an hour whose events are shuffled, so it waits longer than any such pause.
+    settings = unique_settings(
+        kafka_bootstrap, redis_url, conversion_settle_s=2 * 3600.0, conversion_idle_release_s=15.0
+    )
     create_topics(settings, kafka_bootstrap)
     stream = messy_stream(journey_wire_events, seed=7)
     malformed = sum(1 for _, event in stream if event is None)
