@@ -109,6 +109,9 @@ def make_producer(settings: Settings) -> KafkaProducer:
         # Idempotence needs broker support that not every Kafka-protocol broker has;
         # duplicates from producer retries are dropped downstream by id.
         enable_idempotence=False,
+        # One request in flight per broker keeps each partition in send order
+        # when a request is retried; attribution's settle rule relies on that order.
+        max_in_flight_requests_per_connection=1,
         **kafka_python_config(settings),
     )
 

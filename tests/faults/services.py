@@ -64,7 +64,7 @@ class AofRedis:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}; log:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer PING within {self.start_timeout_s} s; log:\n{self.log_tail()}")
+                raise RuntimeError(f"redis-server did not reply to PING within {self.start_timeout_s} s; log:\n{self.log_tail()}")
             time.sleep(0.05)
 
     def terminate(self, timeout_s: float = 15.0) -> int:
@@ -86,7 +86,7 @@ class AofRedis:
             return self.process.wait()
 
     def snapshot_aof(self, target: Path) -> None:
-        """Copy the AOF folder as it is on disk now, as a crash of the whole machine would leave it."""
+        """Copy the AOF folder as it is now; restoring the copy later loses every write made after this call."""
         shutil.copytree(self.aof_dir, target)
 
     def restore_aof(self, source: Path) -> None:

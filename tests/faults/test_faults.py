@@ -1,7 +1,7 @@
 """Fault injection on the real broker, Redis and worker processes.
 
 Each test replays the reduced journey dataset (see tests/faults/pipeline.py) at a limited
-rate, injects one kind of fault while the stream runs, and then requires the final
+rate and injects one kind of fault while the stream runs. It then requires the final
 lifetime roi-updates of every campaign, under all five models, and the Redis counters to
 equal a clean run's exactly, with nothing valid in the dead-letter topic.
 
@@ -161,12 +161,31 @@ def test_redis_sigkill_with_aof_everysec(tmp_path: Path, kafka_bootstrap: str, f
     assert_clean_logs([worker])
 
 
-@pytest.mark.xfail(strict=True, reason="PLACEHOLDER")
-def test_redis_losing_last_writes(tmp_path: Path, kafka_bootstrap: str, fault_settings: FaultSettings, workers: Workers) -> None:
+LOST_WRITES_SLOW = (
+    "Redis restarted 5 s later from its AOF of 1.5 s before the crash loses those writes for good: the worker "
+    "does not read the messages again, and logs the offset gap only for the partitions it reloaded (one run: "
+    "22 of 1,717 conversions and 763 of 41,474 touchpoints missing; gaps logged for person partition 2 and "
+    "campaign partition 0 only, 8 and 38 messages)"
+)
+LOST_WRITES_QUICK = (
+    "Redis back at once from its AOF of 1.5 s before the crash: redis-py reconnects without an error, so the "
+    "worker neither reloads its partitions nor logs the offset gap, and the lost messages are never read "
+    "again (one run: 20 of 1,717 conversions and 889 of 41,474 touchpoints missing)"
+)
+
+
+@pytest.mark.parametrize("down_s", [
+    pytest.param(5.0, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOST_WRITES_SLOW), id="down-5s"),
+    pytest.param(0.0, marks=pytest.mark.xfail(strict=True, reason=LOST_WRITES_QUICK), id="down-0s"),
+])
+def test_redis_losing_last_writes(
+    down_s: float, tmp_path: Path, kafka_bootstrap: str, fault_settings: FaultSettings, workers: Workers
+) -> None:
     """Redis comes back with the AOF as it was 1.5 s before it died, as after a power loss with everysec.
 
-    The worker has consumed and Kafka may have committed the messages of those 1.5 s, but
+    The worker has consumed, and Kafka may have committed, the messages of those 1.5 s, but
     Redis no longer has their writes, so the stored offsets trail the consumer's position.
+    docs/architecture.md states that the worker logs that gap when it reloads a partition.
     """
     dataset = load_dataset()
     server = AofRedis(tmp_path / "redis", "everysec")
@@ -185,20 +204,26 @@ def test_redis_losing_last_writes(tmp_path: Path, kafka_bootstrap: str, fault_se
         at_crash = safe_stats(settings)
         server.kill()
         server.restore_aof(tmp_path / "aof-snapshot")
+        time.sleep(down_s)
         server.start()
         after = safe_stats(settings)
         print(f"at snapshot {at_snapshot}\nat crash {at_crash}\nafter restart {after}")
 
         outcome = collect_outcome(settings, expected, [worker], timeout_s=90)
         replay.join(60)
-        print("\n".join(outcome.problems))
+        gap_errors = [line for line in worker.log_text().splitlines() if "missing from the Redis state" in line]
+        print("\n".join(outcome.problems[:8] + gap_errors[:4]))
+        if down_s > 0 and not gap_errors:
+            # pytest.fail, not assert: the xfail of this case covers only the loss itself.
+            pytest.fail("the worker reloaded its partitions but did not log the offset gap")
+        assert gap_errors, "the worker did not log the gap between the Redis and Kafka offsets"
         assert_exact(outcome)
     finally:
         server.close()
 
 
 def test_broker_frozen_for_10_s(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
-    """SIGSTOP the broker for 10 s mid-stream, then SIGCONT; the test's own broker, not the session's."""
+    """SIGSTOP the broker for 10 s mid-stream, then SIGCONT. The test starts its own broker, because others share the session's."""
     dataset = load_dataset()
     with EmbeddedBroker() as broker:
         settings = fault_settings(broker.bootstrap, redis_url)
