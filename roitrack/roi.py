@@ -1,6 +1,6 @@
 """Per-campaign ROI aggregates: pure data and arithmetic, no I/O.
 
-A ``CampaignAggregate`` holds a campaign's lifetime totals, its spend
+A ``CampaignAggregate`` contains a campaign's lifetime totals, its spend
 records, and per-window buckets of attributed conversions and revenue.
 Rolling windows are measured in event time and end at ``now_ms``, which the
 caller sets to the latest conversion event time it has seen.

@@ -24,7 +24,7 @@ from pydantic import (
 
 SCHEMA_VERSION = 1
 
-#: Longest identifier accepted anywhere (event, person, campaign, order ids).
+#: Maximum length of an identifier (event, person, campaign and order ids).
 MAX_ID_LENGTH = 128
 #: Fractional digits accepted in a money amount. Twelve keeps shares of split
 #: conversions exact to far below a cent while rejecting garbage precision.

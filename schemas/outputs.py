@@ -50,7 +50,7 @@ class Credit(StrictModel):
 
 
 class Attribution(StrictModel):
-    """How one conversion was credited, under every model."""
+    """The credit of one conversion to campaigns, under every model."""
 
     type: Literal["attribution"] = "attribution"
     conversion_id: Id

@@ -32,7 +32,7 @@ class FloodCheck:
     person, the stored clicks of the bucket are counted, then the batch's clicks
     in time order, so a replayed batch flags the same clicks. Per truncated IP
     address the click ids go into a shared Redis set per bucket; once the set
-    holds more than the limit, the address's further clicks in that bucket are
+    contains more than the limit, the address's further clicks in that bucket are
     flagged.
     """
 
