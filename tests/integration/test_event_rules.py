@@ -9,7 +9,7 @@ import orjson
 import redis
 
 from roitrack.settings import Settings
-from streams.state import Keys
+from streams.state import Keys, partition_for_key
 from tests.harness import (
     attribution_for,
     click,
@@ -73,6 +73,21 @@ def test_late_and_future_events_rejected(worker_settings: Settings) -> None:
     assert "ahead of the worker clock" in ahead["errors"][0]["reason"]
 
 
+def wait_touch_stored(settings: Settings, person_id: str) -> None:
+    """Wait until a person's touchpoint is in Redis.
+
+    An anonymous id's touchpoints live on another partition than the user's
+    conversion, and the release waits only for the user's own partition.
+    """
+    keys = Keys(settings.redis_namespace)
+    key = keys.touchpoints(partition_for_key(person_id.encode(), settings.person_partitions), person_id)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        wait_for(lambda: bool(client.exists(key)), 60, f"the touchpoint of {person_id} in Redis")
+    finally:
+        client.close()
+
+
 def test_identify_links_earlier_anonymous_touches(worker_settings: Settings) -> None:
     settings = worker_settings
     anonymous_id = ids("anon")
@@ -81,6 +96,7 @@ def test_identify_links_earlier_anonymous_touches(worker_settings: Settings) -> 
     anonymous_click = {**click(user_id, campaign, "2026-11-02T08:00:00Z"), "user_id": None, "anonymous_id": anonymous_id}
     del anonymous_click["user_id"]
     send(settings, settings.topic_touchpoints, anonymous_id, anonymous_click)
+    wait_touch_stored(settings, anonymous_id)
     send(settings, settings.topic_touchpoints, user_id, {
         "type": "identify", "event_id": ids("identify"), "event_time": "2026-11-02T09:00:00Z",
         "user_id": user_id, "anonymous_id": anonymous_id,
@@ -102,6 +118,7 @@ def test_conversion_with_both_ids_links_them(worker_settings: Settings) -> None:
     anonymous_click.pop("user_id")
     anonymous_click["anonymous_id"] = anonymous_id
     send(settings, settings.topic_touchpoints, anonymous_id, anonymous_click)
+    wait_touch_stored(settings, anonymous_id)
     bought = {**purchase(user_id, "2026-11-02T10:00:00Z"), "anonymous_id": anonymous_id}
     send(settings, settings.topic_conversions, user_id, bought)
 
