@@ -31,12 +31,23 @@ class Rejected:
     raw: bytes
 
 
+def _dumps_or_repr(value: Any) -> bytes:
+    """Serialise a decoded value; orjson refuses nesting deeper than it reads, so fall back to repr."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return repr(value)[:_RAW_FALLBACK_CHARS].encode("utf-8", errors="replace")
+
+
+_RAW_FALLBACK_CHARS = 4096
+
+
 def describe_value(value: Any) -> str | None:
     """Render an offending value for an error message, cut to a short preview."""
     if value is None:
         return None
     if isinstance(value, (dict, list)):
-        text = orjson.dumps(value).decode()
+        text = _dumps_or_repr(value).decode(errors="replace")
     else:
         text = repr(value) if not isinstance(value, str) else value
     if len(text) > _VALUE_PREVIEW_CHARS:
@@ -114,5 +125,5 @@ def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:
                     raw,
                 )
             ]
-        return [validate_event(item, index, orjson.dumps(item)) for index, item in enumerate(payload)]
+        return [validate_event(item, index, _dumps_or_repr(item)) for index, item in enumerate(payload)]
     return [validate_event(payload, None, raw)]

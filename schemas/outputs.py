@@ -71,8 +71,8 @@ class CampaignCredit(StrictModel):
 
     type: Literal["credit"] = "credit"
     credit_id: str = Field(
-        min_length=5, max_length=3 * 128 + 2,
-        description="'<person id>:<conversion id>:<campaign id>'; repeated credits are dropped by it",
+        min_length=1, max_length=3 * 128 + 2,
+        description="SHA-256 hex of the person, conversion and campaign ids; repeated credits are dropped by it",
     )
     conversion_id: Id
     campaign_id: Id

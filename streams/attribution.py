@@ -101,6 +101,7 @@ class BatchPlan:
     links: list[tuple[str, str]] = field(default_factory=list)  # (user id, anonymous id)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     max_event_ms: dict[str, int] = field(default_factory=dict)
+    event_index: int | None = None  # position of the event being classified inside a batch message
 
 
 class AttributionProcessor:
@@ -193,6 +194,7 @@ class AttributionProcessor:
             self.settings.topic_dead_letters, record, reason, [problem], step,
             self.settings.dead_letter_payload_max_bytes,
             raw=orjson.dumps(event.model_dump(mode="json", exclude_none=True)),
+            event_index=plan.event_index,
         ))
 
     def _classify(self, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch) -> BatchPlan:
@@ -208,7 +210,10 @@ class AttributionProcessor:
                 state.continuity_checked.add(record.topic)
                 warn_offset_gap("person", partition, record, state.offsets.get(record.topic))
             batch.cover(record.topic, record.offset, record.offset)
-            for item in decode_message(record.value):
+            items = decode_message(record.value)
+            is_batch = (record.value or b"").lstrip()[:1] == b"["
+            for index, item in enumerate(items):
+                plan.event_index = index if is_batch else None
                 if isinstance(item, Rejected):
                     plan.dead.append(rejected_dead_letter(
                         settings.topic_dead_letters, record, item, "attribution.decode",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -71,6 +72,17 @@ def decode_pending(member: bytes, arrived_s: float) -> PendingConversion:
     )
 
 
+def credit_id(person_id: str, conversion_id: str, campaign_id: str) -> str:
+    """Identify one conversion's credit to one campaign.
+
+    A SHA-256 of the three ids joined by a control character, which no id may
+    contain, so ids that contain ':' cannot collide. The person is part of it
+    so that two people's conversions sharing an event id still count twice.
+    """
+    joined = _SEPARATOR.join((person_id, conversion_id, campaign_id))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
 def attribute(
     settings: Settings,
     params: AttributionParams,
@@ -133,9 +145,7 @@ def attribute(
     for campaign_id, figures in sorted(per_campaign.items()):
         credit: dict[str, Any] = {
             "type": "credit",
-            # The person is part of the id, so two people's conversions that share an
-            # event id (a producer bug) still count as two.
-            "credit_id": f"{pending.person_id}:{pending.conversion_id}:{campaign_id}",
+            "credit_id": credit_id(pending.person_id, pending.conversion_id, campaign_id),
             "conversion_id": pending.conversion_id,
             "campaign_id": campaign_id,
             "event_time": event_time,

@@ -115,7 +115,11 @@ def scrub_personal_data(payload: bytes) -> bytes:
     except orjson.JSONDecodeError:
         return _IPV4.sub(b"[removed]", _EMAIL.sub(b"[removed]", payload))
     if isinstance(parsed, (dict, list)):
-        return orjson.dumps(_scrub_object(parsed))
+        try:
+            return orjson.dumps(_scrub_object(parsed))
+        except (TypeError, RecursionError):
+            # Nested deeper than orjson writes: keep the text, with look-alikes removed.
+            return _IPV4.sub(b"[removed]", _EMAIL.sub(b"[removed]", payload))
     return payload
 
 

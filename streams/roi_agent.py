@@ -54,6 +54,22 @@ def _credit_problem(value: Any) -> FieldError | None:
     for name in ("credit_id", "campaign_id", "event_time", "weights", "revenue"):
         if name not in value:
             return FieldError(field=name, value=None, reason="missing field of a credit")
+    if not isinstance(value["credit_id"], str) or not isinstance(value["campaign_id"], str):
+        return FieldError(field="credit_id", value=None, reason="credit_id and campaign_id must be strings")
+    try:
+        _parse_time_ms(value["event_time"])
+    except (TypeError, ValueError, AttributeError):
+        return FieldError(field="event_time", value=str(value["event_time"])[:80], reason="not an ISO 8601 time")
+    for name in ("weights", "revenue"):
+        figures = value[name]
+        if not isinstance(figures, dict) or any(model not in ATTRIBUTION_MODELS for model in figures):
+            return FieldError(field=name, value=None, reason="must map attribution models to decimal strings")
+        for text in figures.values():
+            try:
+                if not isinstance(text, str) or not Decimal(text).is_finite():
+                    raise ValueError(text)
+            except (ArithmeticError, ValueError):
+                return FieldError(field=name, value=str(text)[:80], reason="not a finite decimal string")
     return None
 
 

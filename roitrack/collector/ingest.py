@@ -184,7 +184,7 @@ def _personal_values(item: object) -> list[str]:
     for name in PERSONAL_FIELDS:
         value = item.get(name)
         if value is not None and value != "":
-            values.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+            values.append(value if isinstance(value, str) else _dumps(value).decode(errors="replace"))
     return values
 
 
@@ -217,7 +217,15 @@ def scrubbed_payload(item: object) -> bytes:
     """Serialize a rejected item for its dead letter, without the personal fields of an object."""
     if isinstance(item, dict):
         item = {name: value for name, value in item.items() if name not in PERSONAL_FIELDS}
-    return orjson.dumps(item)
+    return _dumps(item)
+
+
+def _dumps(value: object) -> bytes:
+    """Serialise a decoded value; orjson refuses nesting deeper than it reads, so fall back to repr."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return repr(value)[:4096].encode("utf-8", errors="replace")
 
 
 def _claimed_id(item: object) -> str | None:

@@ -413,7 +413,7 @@ def test_topic_message_fuzz(topic_setup: tuple[Settings, Path]) -> None:
                 index = next((candidate for candidate in range(len(message.items)) if (*source, candidate) not in rejected), None)
                 assert index is not None, f"more dead letters than events for message {source}: {letter}"
             elif index is None and len(message.items) > 1:
-                # The time, route and currency checks leave event_index empty; find the event by its id.
+                # Find the event by its id as well as by event_index.
                 event_id = payload_event_id(letter)
                 index = next((
                     candidate for candidate, item in enumerate(message.items)

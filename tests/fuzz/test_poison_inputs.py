@@ -2,8 +2,7 @@
 
 Each test sends one such input and then checks that the pipeline goes on: the input is
 answered with a status or dead-lettered, a valid purchase sent after it is attributed, and no
-traceback is logged. Tests marked xfail still fail; the generated input of
-test_fuzz.py leaves their values out, so that those tests keep finding new failures.
+traceback is logged.
 """
 
 from __future__ import annotations
@@ -128,11 +127,6 @@ def deep_field_event() -> bytes:
     return head + b', "utm_content": ' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "both agents retry forever: orjson.dumps raises TypeError 'Recursion limit reached' in "
-    "decode_message and describe_value for JSON nested 255 to 1,024 levels, which orjson.loads accepts; "
-    "a valid purchase sent next is never attributed"
-))
 @pytest.mark.parametrize("value", [deep_batch(), deep_field_event()], ids=["deep-batch", "deep-field"])
 def test_deeply_nested_message(value: bytes, kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
     settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)
@@ -144,10 +138,6 @@ def test_deeply_nested_message(value: bytes, kafka_bootstrap: str, redis_url: st
     assert "Traceback" not in worker.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the collector responds with 500 and logs a traceback: orjson.dumps raises TypeError 'Recursion limit "
-    "reached' in describe_value for JSON nested 255 to 1,024 levels"
-))
 @pytest.mark.parametrize("body", [deep_batch(), deep_field_event()], ids=["deep-batch", "deep-field"])
 def test_collector_deeply_nested_body(body: bytes, kafka_bootstrap: str, fault_settings: FaultSettings, tmp_path: Path) -> None:
     settings = fault_settings(kafka_bootstrap, "redis://127.0.0.1:1/0", collector_tokens=(TOKEN,))
@@ -162,10 +152,6 @@ def test_collector_deeply_nested_body(body: bytes, kafka_bootstrap: str, fault_s
     assert "Traceback" not in collector.log_path.read_text(errors="replace")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ROI agent retries forever: _parse_time_ms raises ValueError \"Invalid isoformat string: "
-    "'not a time'\" and _credit_problem checks only that the fields exist; no roi-update is published after it"
-))
 def test_malformed_credit(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
     """A message on the internal credits topic with every field present but an invalid event time."""
     settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)
@@ -186,11 +172,6 @@ def test_malformed_credit(kafka_bootstrap: str, redis_url: str, fault_settings: 
     assert "Traceback" not in worker.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ROI agent drops the second credit as a repeat: person 'P' with conversion 'x:order' and person "
-    "'P:x' with conversion 'order', both crediting campaign C, have the same credit id 'P:x:order:C', "
-    "so C ends with last_touch conversions 1, not 2"
-))
 def test_credit_ids_with_colons(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
     """Ids may contain ':', so '<person id>:<conversion id>:<campaign id>' is not unique."""
     settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)
@@ -211,10 +192,6 @@ def test_credit_ids_with_colons(kafka_bootstrap: str, redis_url: str, fault_sett
     assert latest[campaign]["models"]["last_touch"]["conversions"] == "2"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the dead letter of an event rejected by the time, route or currency checks has event_index None, "
-    "not its position in the batch message"
-))
 def test_batch_dead_letter_names_event_index(
     kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers
 ) -> None:
