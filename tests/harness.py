@@ -49,7 +49,9 @@ def unique_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> S
         "campaign_partitions": 2,
         "roi_update_interval_s": 0.2,
         "conversion_settle_s": 1.0,
-        "conversion_idle_release_s": 1.0,
+        # Long enough that a replay producer stalled by a busy machine does not look
+        # like the end of the stream to the idle release.
+        "conversion_idle_release_s": 5.0,
     }
     for name in TOPIC_FIELDS:
         values[name] = f"{Settings.model_fields[name].default}-{suffix}"
