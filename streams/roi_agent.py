@@ -47,6 +47,11 @@ class CampaignPartition:
     continuity_checked: set[str] = field(default_factory=set)
 
 
+#: Credits carry at most a converted Money amount (15 integer digits) times an exchange rate;
+#: anything larger is a malformed message and would overflow the metric rounding.
+CREDIT_REVENUE_MAX_INTEGER_DIGITS = 21
+
+
 def _credit_problem(value: Any) -> FieldError | None:
     """Check the shape of an internal credit message; it comes from our own agent."""
     if not isinstance(value, dict):
@@ -68,8 +73,14 @@ def _credit_problem(value: Any) -> FieldError | None:
             try:
                 if not isinstance(text, str) or not Decimal(text).is_finite():
                     raise ValueError(text)
+                figure = Decimal(text)
             except (ArithmeticError, ValueError):
                 return FieldError(field=name, value=str(text)[:80], reason="not a finite decimal string")
+            if name == "weights" and not 0 <= figure <= 1:
+                return FieldError(field=name, value=text[:80], reason="a weight must lie between 0 and 1")
+            if name == "revenue" and figure and figure.copy_abs().adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
+                return FieldError(field=name, value=text[:80],
+                                  reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
     return None
 
 

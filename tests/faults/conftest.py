@@ -13,12 +13,6 @@ from roitrack.topics import create_topics
 from tests.conftest import _delete_namespace
 from tests.harness import WorkerProcess, unique_settings
 
-#: Settings shared by every fault test; see tests/harness.py for the rest.
-FAULT_OVERRIDES: dict[str, Any] = {
-    "roi_update_interval_s": 0.2,
-    "conversion_settle_s": 1.0,
-    "conversion_idle_release_s": 1.0,
-}
 
 
 class Workers:
@@ -57,22 +51,23 @@ FaultSettings = Callable[..., Settings]
 def fault_settings() -> Iterator[FaultSettings]:
     """Factory of settings with their own topics (created here), group and Redis namespace.
 
-    Keyword arguments override fields; ``kafka_bootstrap`` and ``redis_url`` are required
+    The defaults are those of tests.harness.unique_settings. Keyword arguments override
+    fields; ``kafka_bootstrap`` and ``redis_url`` are required
     because some tests bring their own broker or Redis. Namespaces are deleted at teardown
     when that Redis still replies.
     """
-    made: list[Settings] = []
+    created: list[Settings] = []
 
     def factory(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
-        settings = unique_settings(kafka_bootstrap, redis_url, **{**FAULT_OVERRIDES, **overrides})
+        settings = unique_settings(kafka_bootstrap, redis_url, **overrides)
         create_topics(settings, kafka_bootstrap)
-        made.append(settings)
+        created.append(settings)
         return settings
 
     yield factory
 
     from roitrack.embedded import redis_answers
 
-    for settings in made:
+    for settings in created:
         if redis_answers(settings.redis_url):
             _delete_namespace(settings.redis_url, settings.redis_namespace)

@@ -76,6 +76,10 @@ def template(event_type: str, ids: Ids, at: datetime, person: str, campaign: str
     if event_type == "campaign":
         return {"type": "campaign", "campaign_id": campaign, "name": "Fuzz campaign", "channel": "instagram",
                 "start": time_text, "margin": "0.3"}
+    if event_type == "credit":
+        return {"type": "credit", "credit_id": ids.new("credit"), "conversion_id": ids.new("conversion"),
+                "campaign_id": campaign, "event_time": time_text, "weights": {"last_touch": "1", "linear": "0.5"},
+                "revenue": {"last_touch": "12.5", "linear": "6.25"}}
     if event_type == "spend":
         return {"type": "spend", "spend_id": ids.new("spend"), "campaign_id": campaign, "amount": "10.00",
                 "currency": "EUR", "period_start": time_text, "period_end": iso(at + timedelta(days=1))}

@@ -331,6 +331,11 @@ message_values = st.one_of(
 key_modes = st.sampled_from(["person", "person", "random"])
 #: "auto" sends an event message to the topic of its first event's type, as producers must.
 topic_choices = st.sampled_from(["auto"] * 6 + ["touchpoints"] * 2 + ["conversions"] * 2 + ["campaigns", "spend"])
+#: Messages for the internal credits topic: mutated credits, any JSON value, or raw bytes.
+credit_values = st.one_of(
+    item_shapes(("credit",)).filter(lambda shape: shape.kind != "variant"),
+    raw_bodies,
+)
 
 
 @pytest.fixture
@@ -353,13 +358,23 @@ def test_topic_message_fuzz(topic_setup: tuple[Settings, Path]) -> None:
 
     def produce(topic: str, key: bytes | None, value: bytes | None) -> SentMessage:
         metadata = producer.send(topic, key=key, value=value).get(timeout=30)
-        message = SentMessage(topic, metadata.partition, metadata.offset, count_items(value))
+        # The ROI agent reads a credit message as one item, whatever it holds.
+        items = [value] if topic == settings.topic_credits else count_items(value)
+        message = SentMessage(topic, metadata.partition, metadata.offset, items)
         ledger.messages.append(message)
         return message
 
     @FUZZ_SETTINGS
-    @given(topic=topic_choices, key=keys, key_mode=key_modes, value=message_values, journey=st.booleans(), amount=amounts)
-    def send_one(topic: str, key: bytes | None, key_mode: str, value: tuple[str, Any], journey: bool, amount: str) -> None:
+    @given(topic=topic_choices, key=keys, key_mode=key_modes, value=message_values, journey=st.booleans(), amount=amounts,
+           credit=st.none() | credit_values)
+    def send_one(
+        topic: str, key: bytes | None, key_mode: str, value: tuple[str, Any], journey: bool, amount: str, credit: Any
+    ) -> None:
+        if credit is not None:
+            at = datetime.now(timezone.utc) + timedelta(seconds=VALID_AHEAD_S)
+            raw_credit = credit if isinstance(credit, bytes) else materialize_all([credit], ids, at, mutated_campaign)[0]
+            produce(settings.topic_credits, mutated_campaign.encode(),
+                    raw_credit if isinstance(raw_credit, bytes) else encode_json(raw_credit))
         if journey:
             click, purchase = valid_journey(ids, valid_campaign, amount)
             produce(settings.topic_touchpoints, click["user_id"].encode(), orjson.dumps(click))
@@ -393,7 +408,8 @@ def test_topic_message_fuzz(topic_setup: tuple[Settings, Path]) -> None:
 
     person_topics = {settings.topic_touchpoints, settings.topic_conversions}
     person_messages = [message for message in ledger.messages if message.topic in person_topics]
-    campaign_messages = [message for message in ledger.messages if message.topic not in person_topics]
+    campaign_messages = [message for message in ledger.messages if message.topic in (settings.topic_campaigns, settings.topic_spend)]
+    credit_messages = [message for message in ledger.messages if message.topic == settings.topic_credits]
     person_items = sum(len(message.items) for message in person_messages)
     campaign_items = sum(len(message.items) for message in campaign_messages)
     by_position = {(message.topic, message.partition, message.offset): message for message in ledger.messages}
@@ -442,12 +458,14 @@ def test_topic_message_fuzz(topic_setup: tuple[Settings, Path]) -> None:
         time.sleep(1.0)
     person_letters = [letter for letter in letters if letter["source_topic"] in person_topics]
     print(f"topic fuzz: {len(ledger.messages)} messages ({person_items} person-topic and {campaign_items} "
-          f"campaign-topic items) sent in {sent_s:.1f} s; {len(letters)} dead letters "
+          f"campaign-topic items, {len(credit_messages)} credits) sent in {sent_s:.1f} s; {len(letters)} dead letters "
           f"{dict(Counter(letter['reason'] for letter in letters))}; {len(ledger.valid_purchases)} valid purchases; "
           f"stats {settled}; kinds {dict(ledger.kinds)}")
 
     assert len(letters) == rejected_items, "a message or event has more than one dead letter"
-    assert len(letters) - len(person_letters) == campaign_items, "every campaign-topic item is a dead letter"
+    credit_letters = [letter for letter in letters if letter["source_topic"] == settings.topic_credits]
+    assert len(letters) - len(person_letters) - len(credit_letters) == campaign_items, "every campaign-topic item is a dead letter"
+    assert len(credit_letters) <= len(credit_messages)
     for letter in letters:
         assert letter["reason"], letter
         assert letter["errors"], letter

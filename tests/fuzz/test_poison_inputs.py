@@ -1,7 +1,7 @@
 """Single inputs, found by fuzzing, that stopped or misled the collector or the worker.
 
-Each test sends one such input and then checks that the pipeline goes on: the input is
-answered with a status or dead-lettered, a valid purchase sent after it is attributed, and no
+Each test sends one such input and then checks that the pipeline goes on: the input gets
+an HTTP status or a dead letter, a valid purchase sent after it is attributed, and no
 traceback is logged.
 """
 
@@ -172,8 +172,35 @@ def test_malformed_credit(kafka_bootstrap: str, redis_url: str, fault_settings: 
     assert "Traceback" not in worker.log_text()
 
 
+def test_credit_with_huge_revenue(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
+    """A credit whose revenue is a finite but huge decimal, for a campaign with spend."""
+    settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)
+    campaign = ids("camp")
+    send(settings, settings.topic_spend, campaign, {
+        "type": "spend", "spend_id": ids("spend"), "campaign_id": campaign, "amount": "10", "currency": "EUR",
+        "period_start": "2026-11-01T00:00:00Z", "period_end": "2026-11-03T00:00:00Z",
+    })
+    huge_credit = {"type": "credit", "credit_id": ids("credit"), "conversion_id": ids("conversion"), "campaign_id": campaign,
+                   "event_time": "2026-11-02T10:00:00Z", "weights": {"last_touch": "1"}, "revenue": {"last_touch": "1E+100"}}
+    send_then_settle(settings, settings.topic_credits, campaign, huge_credit)
+
+    later_campaign = ids("camp")
+    person = ids("person")
+    send(settings, settings.topic_touchpoints, person, click(person, later_campaign, "2026-11-02T10:00:00Z"))
+    send(settings, settings.topic_conversions, person, purchase(person, "2026-11-02T10:05:00Z"))
+    deadline = time.monotonic() + FOLLOW_UP_TIMEOUT_S
+    while later_campaign not in latest_by_campaign(read_topic(settings, settings.topic_roi_updates, idle_s=1.0)):
+        assert worker.running, f"the worker exited; log:\n{worker.log_tail(60)}"
+        assert time.monotonic() < deadline, f"no roi-update of {later_campaign} within {FOLLOW_UP_TIMEOUT_S} s"
+        time.sleep(1.0)
+    letters = read_topic(settings, settings.topic_dead_letters, idle_s=1.0)
+    assert [(letter["source_topic"], letter["errors"][0]["field"]) for letter in letters] == [
+        (settings.topic_credits, "revenue")]
+    assert "Traceback" not in worker.log_text()
+
+
 def test_credit_ids_with_colons(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
-    """Ids may contain ':', so '<person id>:<conversion id>:<campaign id>' is not unique."""
+    """Ids may contain ':', so joining person, conversion and campaign ids with ':' would not make credit ids unique."""
     settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)
     person = ids("person")
     campaign = ids("camp")
