@@ -204,11 +204,17 @@ def _read_batches(
 ) -> Iterator[list[Any]]:
     """Yield polled records until every partition reached its end offset from the start of the read.
 
-    Stops early, with a warning, when no record arrives for ``idle_s`` while a
-    partition is still behind, so a broker that lost data cannot hang the read.
+    A partition's end is the larger of the offset the broker listed and the high
+    watermark of the latest fetch: some Kafka-protocol brokers (tansu 0.x) list
+    the base offset of the last record batch plus one, short of the batch's
+    other records. Stops early, with a warning, when no record arrives for
+    ``idle_s`` while a partition is still behind, so a broker that lost data
+    cannot hang the read.
     """
     last_record_s = time.monotonic()
     while True:
+        for tp in end_offsets:
+            end_offsets[tp] = max(end_offsets[tp], consumer.highwater(tp) or 0)
         behind = [tp for tp, end in end_offsets.items() if consumer.position(tp) < end]
         if not behind:
             return

@@ -43,9 +43,8 @@ _RETRY_MAX_S = 30.0
 
 
 def faust_data_dir(settings: Settings) -> Path:
-    """Return Faust's directory for this app, creating its parent."""
+    """Return Faust's directory for this app; Pipeline creates its parent."""
     parent = Path(settings.data_dir) if settings.data_dir else Path(tempfile.gettempdir()) / "roitrack"
-    parent.mkdir(parents=True, exist_ok=True)
     return parent / f"{settings.app_id}-data"
 
 
@@ -95,11 +94,17 @@ class Pipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        faust_data_dir(settings).parent.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(settings.app_id, **faust_config(settings))
         self.redis = connect(settings)
         self.store = StateStore(self.redis, Keys(settings.redis_namespace))
-        self.attribution = AttributionProcessor(settings, self.store, self.send, self.touch_end_offset)
-        self.roi = RoiProcessor(settings, self.store, self.send)
+        # Per topic partition: the highest offset handed to an agent, and, while a
+        # rewind is under way, the offset above which records are leftovers of the
+        # old read position (see rewind).
+        self._last_offset: dict[tuple[str, int], int] = {}
+        self._rewinding: dict[tuple[str, int], int] = {}
+        self.attribution = AttributionProcessor(settings, self.store, self.send, self.touch_end_offset, self.rewind)
+        self.roi = RoiProcessor(settings, self.store, self.send, self.rewind)
         self.person_topics = self.app.topic(
             settings.topic_touchpoints, settings.topic_conversions, key_type=bytes, value_type=bytes
         )
@@ -124,15 +129,67 @@ class Pipeline:
         await asyncio.gather(*futures)
 
     async def touch_end_offset(self, partition: int) -> int | None:
-        """Ask the broker for the end offset of one touchpoints partition."""
+        """Return the end offset of one touchpoints partition, or None when unknown.
+
+        This is the larger of the broker's answer to ListOffsets and the high
+        watermark of the consumer's latest fetch. Apache Kafka answers ListOffsets
+        with the log end offset. Some Kafka-protocol brokers (tansu 0.x) answer
+        with the base offset of the last record batch plus one, which is short by
+        the rest of that batch; the fetch high watermark covers every batch
+        fetched so far, and ListOffsets covers batches produced since.
+        """
         tp = TP(self.settings.topic_touchpoints, partition)
+        consumer = self.app.consumer
         try:
-            offsets = await self.app.consumer.highwaters(tp)
+            offsets = await consumer.highwaters(tp)
         except Exception as exc:  # noqa: BLE001  # any failure just means "unknown": the conversion keeps waiting
             log.warning("cannot read the end offset of %s-%d: %r", tp.topic, partition, exc)
             return None
-        end_offset = offsets.get(tp)
-        return None if end_offset is None else int(end_offset)
+        listed = offsets.get(tp)
+        if listed is None:
+            return None
+        try:
+            fetched = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001  # not fetched yet, or revoked: ListOffsets alone
+            fetched = None
+        return max(int(listed), int(fetched or 0))
+
+    async def rewind(self, partition: int, targets: dict[str, int]) -> None:
+        """Seek the consumer of each topic's partition to a target offset.
+
+        Records already fetched from the old position still reach the agent;
+        _fresh_records drops them until the offsets go back, which marks the
+        start of the second read.
+        """
+        for topic, offset in sorted(targets.items()):
+            tp = TP(topic, partition)
+            self._rewinding[(topic, partition)] = self._last_offset.get((topic, partition), -1)
+            try:
+                await self.app.consumer.seek(tp, offset)
+            except Exception as exc:  # noqa: BLE001  # e.g. the partition was revoked meanwhile: its next owner checks the gap itself
+                self._rewinding.pop((topic, partition), None)
+                log.warning("cannot rewind %s-%d to offset %d: %r", topic, partition, offset, exc)
+                continue
+            log.warning("rewound %s-%d to offset %d to read it again", topic, partition, offset)
+
+    def _fresh_records(self, records: list[Record]) -> list[Record]:
+        """Drop records fetched before a rewind, and note the highest offset seen per partition."""
+        last_offset = self._last_offset
+        rewinding = self._rewinding
+        kept = []
+        for record in records:
+            position = (record.topic, record.partition)
+            if rewinding:
+                mark = rewinding.get(position)
+                if mark is not None:
+                    if record.offset > mark:
+                        rewinding[position] = record.offset
+                        last_offset[position] = record.offset
+                        continue  # still the old read position
+                    del rewinding[position]
+            last_offset[position] = record.offset
+            kept.append(record)
+        return kept
 
     async def _consume(
         self, name: str, stream: faust.StreamT[bytes], handle: Callable[[Sequence[Record]], Awaitable[None]]
@@ -141,7 +198,9 @@ class Pipeline:
         # take_events exists on faust-streaming's Stream but not on its StreamT protocol.
         take_events = stream.take_events  # type: ignore[attr-defined]
         async for events in take_events(settings.batch_max_events, within=settings.batch_within_s):
-            records = _records(events)
+            records = self._fresh_records(_records(events))
+            if not records:
+                continue
             delay_s = 0.5
             while True:
                 try:
@@ -232,6 +291,9 @@ class Pipeline:
 
     def _forget(self, revoked: set[Any]) -> None:
         settings = self.settings
+        for tp in revoked:
+            self._rewinding.pop((tp.topic, tp.partition), None)
+            self._last_offset.pop((tp.topic, tp.partition), None)
         person = [tp.partition for tp in revoked if tp.topic in {settings.topic_touchpoints, settings.topic_conversions}]
         campaign = [tp.partition for tp in revoked if tp.topic in {settings.topic_credits, settings.topic_campaigns, settings.topic_spend}]
         self.attribution.forget(sorted(set(person)))

@@ -50,7 +50,16 @@ from streams.crediting import (
 from streams.quality import FloodCheck, is_bot
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
 from streams.release import Releaser
-from streams.state import FencedBatch, StaleBatch, StateStore, partition_for_key, warn_offset_gap
+from streams.state import (
+    FencedBatch,
+    Rewind,
+    StaleBatch,
+    StateRolledBack,
+    StateStore,
+    offset_gap_topics,
+    partition_for_key,
+    rewind_to_stored,
+)
 
 # Re-exported for callers and tests that encode touchpoints.
 __all__ = ["AttributionProcessor", "PendingConversion", "decode_touch", "encode_touch"]
@@ -60,10 +69,26 @@ log = logging.getLogger(__name__)
 WATERMARK_FIELD = "_watermark_ms"
 MAX_EVENT_FIELD = "_max_event_ms"
 
+# Removes released conversions from the pending set (KEYS[1]) and counts them in
+# the partition's stats hash (KEYS[2]) in one step, counting only those it
+# removed, so a conversion released twice (by a worker that lost the partition,
+# or after Redis lost writes) is counted once. ARGV: pairs of (member, outcome),
+# outcome "attributed", "unattributed" or "folded" (a redemption merged into its
+# purchase, not counted). Returns the number removed.
 _REMOVE_PENDING_LUA = """
 local removed = 0
-for i = 1, #ARGV do
-  removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+local counts = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    removed = removed + 1
+    local outcome = ARGV[i + 1]
+    if outcome ~= 'folded' then
+      counts[outcome] = (counts[outcome] or 0) + 1
+    end
+  end
+end
+for outcome, count in pairs(counts) do
+  redis.call('HINCRBY', KEYS[2], 'conversions_' .. outcome, count)
 end
 return removed
 """
@@ -113,10 +138,13 @@ class AttributionProcessor:
         store: StateStore,
         send: Send,
         touch_end_offset: Callable[[int], Awaitable[int | None]] | None = None,
+        rewind: Rewind | None = None,
     ) -> None:
         """``touch_end_offset(partition)`` returns the broker's end offset of that
-        touchpoints partition, or None when unknown."""
+        touchpoints partition, or None when unknown; ``rewind`` moves the consumer
+        back when Redis is missing messages (see streams.state)."""
         self.settings = settings
+        self.rewind = rewind
         self.store = store
         self.keys = store.keys
         self.send = send
@@ -150,8 +178,12 @@ class AttributionProcessor:
                 name[len(MAX_EVENT_FIELD) + 1:]: offsets.pop(name)
                 for name in [name for name in offsets if name.startswith(MAX_EVENT_FIELD + ":")]
             }
-            state = PartitionState(offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms)
             now_s = time.monotonic()
+            # Until the first fetch, nothing says the touchpoints are quiet: the
+            # idle release waits its full time from the load.
+            state = PartitionState(
+                offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms, last_touch_arrival_s=now_s
+            )
             members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
             for member in members:
                 state.pending[member] = decode_pending(member, now_s)
@@ -182,12 +214,20 @@ class AttributionProcessor:
             state = await self._partition(partition)
             async with state.lock:
                 try:
+                    if offset_gap_topics("person", partition, partition_records, state.offsets, state.continuity_checked):
+                        await self._read_again(partition)
+                        continue
                     await self._ingest(partition, state, partition_records)
                     await self._release(partition, state)
                 except BaseException:
                     # Reload from Redis on the next batch rather than trust a half-updated cache.
                     self.partitions.pop(partition, None)
                     raise
+
+    async def _read_again(self, partition: int) -> None:
+        """Read the partition's topics again from the offsets stored in Redis."""
+        topics = (self.settings.topic_touchpoints, self.settings.topic_conversions)
+        await rewind_to_stored(self.store, self.keys.offsets(self.keys.person_tag(partition)), partition, topics, self.rewind)
 
     def _reject(self, plan: BatchPlan, record: Record, reason: str, problem: FieldError, step: str, event: StrictModel) -> None:
         plan.dead.append(dead_letter(
@@ -206,10 +246,7 @@ class AttributionProcessor:
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue  # applied before a restart or a rebalance
-            if record.topic not in state.continuity_checked:
-                state.continuity_checked.add(record.topic)
-                warn_offset_gap("person", partition, record, state.offsets.get(record.topic))
-            batch.cover(record.topic, record.offset, record.offset)
+            batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
             items = decode_message(record.value)
             is_batch = (record.value or b"").lstrip()[:1] == b"["
             for index, item in enumerate(items):
@@ -408,6 +445,11 @@ class AttributionProcessor:
             log.warning("person partition=%d: %s", partition, exc)
             self.partitions.pop(partition, None)
             return
+        except StateRolledBack as exc:
+            log.error("person partition=%d: %s", partition, exc)
+            self.partitions.pop(partition, None)
+            await self._read_again(partition)
+            return
 
         for topic, (_, last) in batch.offset_ranges.items():
             state.offsets[topic] = last
@@ -497,26 +539,30 @@ class AttributionProcessor:
 
         outgoing: list[Outgoing] = []
         unattributed = 0
+        outcomes: list[bytes | str] = []
         for pending, person_touches in zip(due, touches):
             coupon_campaign = coupon_campaigns.get(pending.coupon_code) if pending.coupon_code else None
             messages = attribute(self.settings, self.params, pending, person_touches, coupon_campaign)
-            if len(messages) == 1:
-                unattributed += 1
+            outcome = "unattributed" if len(messages) == 1 else "attributed"
+            unattributed += outcome == "unattributed"
+            outcomes.extend((pending.member, outcome))
             outgoing.extend(messages)
+        for member in folded:
+            outcomes.extend((member, "folded"))
+        # Outputs first: a crash before the removal releases the conversions again,
+        # and their repeated credits are dropped by credit id downstream.
         await self.send(outgoing)
 
         members = [pending.member for pending in due] + folded
-        removed = await self._remove_pending(keys=[self.keys.pending(partition)], args=members)
-        pipe = self.store.client.pipeline(transaction=False)
-        pipe.hincrby(self.keys.person_stats(partition), "conversions_attributed", len(due) - unattributed)
-        pipe.hincrby(self.keys.person_stats(partition), "conversions_unattributed", unattributed)
-        await pipe.execute()
+        removed = await self._remove_pending(
+            keys=[self.keys.pending(partition), self.keys.person_stats(partition)], args=outcomes
+        )
         for member in members:
             state.pending.pop(member, None)
         self.stats["conversions_attributed"] += len(due) - unattributed
         self.stats["conversions_unattributed"] += unattributed
         if removed != len(members):
             log.warning(
-                "person partition=%d: %d of %d released conversions were already removed by another worker",
+                "person partition=%d: %d of %d released conversions were no longer pending (released by another worker, or lost by Redis); they are not counted again",
                 partition, len(members) - int(removed), len(members),
             )

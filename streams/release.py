@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
@@ -11,6 +12,8 @@ from streams.state import partition_for_key
 
 if TYPE_CHECKING:
     from streams.attribution import AttributionProcessor, PartitionState
+
+log = logging.getLogger(__name__)
 
 
 class Releaser:
@@ -47,6 +50,12 @@ class Releaser:
             elif now_s - pending.arrived_s >= idle_s:
                 waiting.append(pending)
         if waiting and await self._touchpoints_caught_up(partition, state, now_s):
+            log.info(
+                "person partition=%d: idle release of %d conversion(s) (earliest event time %d ms) "
+                "at watermark %d ms, touchpoints applied up to offset %d",
+                partition, len(waiting), min(pending.time_ms for pending in waiting), state.watermark_ms,
+                state.offsets.get(self.settings.topic_touchpoints, -1),
+            )
             due.extend(waiting)
         return due
 

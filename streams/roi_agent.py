@@ -27,7 +27,15 @@ from schemas.decode import Rejected, decode_message
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
 from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, utc_now
-from streams.state import FencedBatch, StaleBatch, StateStore, warn_offset_gap
+from streams.state import (
+    FencedBatch,
+    Rewind,
+    StaleBatch,
+    StateRolledBack,
+    StateStore,
+    offset_gap_topics,
+    rewind_to_stored,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +95,9 @@ def _credit_problem(value: Any) -> FieldError | None:
 class RoiProcessor:
     """Aggregates per campaign and emits RoiUpdates; see the module docstring."""
 
-    def __init__(self, settings: Settings, store: StateStore, send: Send) -> None:
+    def __init__(self, settings: Settings, store: StateStore, send: Send, rewind: Rewind | None = None) -> None:
         self.settings = settings
+        self.rewind = rewind
         self.store = store
         self.keys = store.keys
         self.send = send
@@ -140,12 +149,21 @@ class RoiProcessor:
             state = await self._partition(partition)
             async with state.lock:
                 try:
+                    if offset_gap_topics("campaign", partition, partition_records, state.offsets, state.continuity_checked):
+                        await self._read_again(partition)
+                        continue
                     await self._ingest(partition, state, partition_records)
                 except BaseException:
                     # In-memory aggregates may be ahead of Redis now; reload on the next batch.
                     self.partitions.pop(partition, None)
                     raise
         await self.emit_due()
+
+    async def _read_again(self, partition: int) -> None:
+        """Read the partition's topics again from the offsets stored in Redis."""
+        settings = self.settings
+        topics = (settings.topic_credits, settings.topic_campaigns, settings.topic_spend)
+        await rewind_to_stored(self.store, self.keys.offsets(self.keys.campaign_tag(partition)), partition, topics, self.rewind)
 
     async def _ingest(self, partition: int, state: CampaignPartition, records: Sequence[Record]) -> None:
         settings = self.settings
@@ -157,10 +175,7 @@ class RoiProcessor:
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
-            if record.topic not in state.continuity_checked:
-                state.continuity_checked.add(record.topic)
-                warn_offset_gap("campaign", partition, record, state.offsets.get(record.topic))
-            batch.cover(record.topic, record.offset, record.offset)
+            batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
             problem: FieldError | None
             if record.topic == settings.topic_credits:
                 try:
@@ -273,6 +288,11 @@ class RoiProcessor:
         except StaleBatch as exc:
             log.warning("campaign partition=%d: %s", partition, exc)
             self.partitions.pop(partition, None)
+            return
+        except StateRolledBack as exc:
+            log.error("campaign partition=%d: %s", partition, exc)
+            self.partitions.pop(partition, None)
+            await self._read_again(partition)
             return
 
         for topic, (_, last) in batch.offset_ranges.items():

@@ -5,14 +5,18 @@ Redis Cluster hash tag (``{p3}`` for person partition 3, ``{c1}`` for
 campaign partition 1). All of a partition's keys therefore live in one slot,
 so a single Lua script can write a batch's state together with the partition
 offsets it came from. That script is the fence that makes a batch count once:
-it refuses a batch whose first offset is not above the stored one.
+it applies a batch only when the stored offsets are the ones this worker last
+wrote or loaded. Stored offsets ahead of that mean another worker took the
+partition over (StaleBatch); stored offsets behind it mean Redis lost writes,
+for example after a crash with AOF ``everysec`` (StateRolledBack), and the
+worker reads the partition again from the stored offsets.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, cast
 
 import redis.asyncio as aioredis
 from kafka.partitioner.default import murmur2
@@ -23,8 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # KEYS[1] is the offsets hash; the other KEYS are the keys the commands write.
-# ARGV: n, then n triples (offset field, first offset, last offset), then the
-# commands, each as (arg count, command name, key index, args...).
+# ARGV: n, then n quadruples (offset field, first offset, last offset, expected
+# stored offset or -1 for none), then the commands, each as (arg count, command
+# name, key index, args...). Returns {1} when applied, {0, field, stored} when
+# another worker is ahead, {2, field, stored} when Redis is behind this worker.
 # Redis does not roll back a script that fails half-way, so the offsets are
 # written last, and callers keep every command below MAX_COMMAND_ARGS
 # arguments, under Lua's unpack() limit (8000 on Redis 7).
@@ -34,11 +40,15 @@ _FENCED_APPLY_LUA = """
 local n = tonumber(ARGV[1])
 local i = 2
 for _ = 1, n do
-  local stored = redis.call('HGET', KEYS[1], ARGV[i])
-  if stored and tonumber(stored) >= tonumber(ARGV[i + 1]) then
+  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  local expected = tonumber(ARGV[i + 3])
+  if stored > expected or stored >= tonumber(ARGV[i + 1]) then
     return {0, ARGV[i], stored}
   end
-  i = i + 3
+  if stored < expected then
+    return {2, ARGV[i], stored}
+  end
+  i = i + 4
 end
 local offsets_end = i
 while i <= #ARGV do
@@ -50,29 +60,57 @@ end
 local j = 2
 while j < offsets_end do
   redis.call('HSET', KEYS[1], ARGV[j], ARGV[j + 2])
-  j = j + 3
+  j = j + 4
 end
 return {1}
 """
 
 
-def warn_offset_gap(kind: str, partition: int, record: Any, applied: int | None) -> bool:
-    """Log when the first message after a (re)load is not the one after the last applied offset.
+#: Moves the consumer of one partition number's topics: (partition, {topic: next offset}).
+Rewind = Callable[[int, dict[str, int]], Awaitable[None]]
+
+
+def offset_gap_topics(
+    kind: str, partition: int, records: Sequence[Any], offsets: dict[str, int], checked: set[str]
+) -> list[str]:
+    """Return the topics whose first record since a (re)load skips past the stored offset.
 
     Faust resumes from the offsets committed to Kafka, which trail the offsets
-    in Redis unless Redis lost writes (for example an AOF ``everysec`` crash)
-    or someone moved the consumer group's offsets. Messages in the gap are
-    missing from the state. Returns True when there is a gap.
+    in Redis unless Redis lost writes (an AOF ``everysec`` crash, a restore from
+    an old backup) or someone moved the consumer group's offsets. The messages in
+    such a gap are missing from the state, so the caller reads the topic again
+    from the stored offset. Each topic is checked once per (re)load: offsets
+    that Kafka itself skips (transaction markers, compaction) cost one extra read
+    of the batch, not a loop.
     """
-    if applied is None or record.offset <= applied + 1:
-        return False
-    log.error(
-        "%s partition=%d topic=%s: Redis has applied offsets up to %d but Kafka resumed at %d; "
-        "%d message(s) are missing from the Redis state. Check Redis persistence; to rebuild, "
-        "stop the workers and reset the group's offsets for this partition to %d",
-        kind, partition, record.topic, applied, record.offset, record.offset - applied - 1, applied + 1,
-    )
-    return True
+    gaps = []
+    for record in records:
+        if record.topic in checked:
+            continue
+        applied = offsets.get(record.topic, -1)
+        if record.offset <= applied:
+            continue  # applied before; the first new record decides
+        checked.add(record.topic)
+        if record.offset > applied + 1:
+            log.error(
+                "%s partition=%d topic=%s: Redis has applied offsets up to %d but Kafka resumed at %d; "
+                "reading the %d message(s) in between again. If this repeats, check Redis persistence",
+                kind, partition, record.topic, applied, record.offset, record.offset - applied - 1,
+            )
+            gaps.append(record.topic)
+    return gaps
+
+
+async def rewind_to_stored(
+    store: "StateStore", offsets_key: str, partition: int, topics: Sequence[str], rewind: Rewind | None
+) -> None:
+    """Point the consumer of ``topics`` at the message after each stored offset."""
+    offsets = await store.load_offsets(offsets_key)
+    targets = {topic: offsets.get(topic, -1) + 1 for topic in topics}
+    if rewind is None:
+        log.error("partition=%d: no consumer to rewind to %s; the gap stays", partition, targets)
+        return
+    await rewind(partition, targets)
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
@@ -144,12 +182,19 @@ class FencedBatch:
 
     offsets_key: str
     offset_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Per offset field, the stored offset this worker last wrote or loaded (-1: none).
+    expected: dict[str, int] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
     args: list[str | int | float | bytes] = field(default_factory=list)
     _key_index: dict[str, int] = field(default_factory=dict)
 
-    def cover(self, offset_field: str, first: int, last: int) -> None:
-        """Record that this batch contains offsets first..last of ``offset_field``."""
+    def cover(self, offset_field: str, first: int, last: int, expected: int) -> None:
+        """Record that this batch contains offsets first..last of ``offset_field``.
+
+        ``expected`` is the offset this worker believes Redis holds for the field
+        (-1 for none); the batch applies only if Redis holds exactly that.
+        """
+        self.expected.setdefault(offset_field, expected)
         known = self.offset_ranges.get(offset_field)
         if known is not None:
             first, last = min(first, known[0]), max(last, known[1])
@@ -195,6 +240,21 @@ class StaleBatch(Exception):
         self.stored = stored
 
 
+class StateRolledBack(Exception):
+    """Raised when Redis holds an older offset than this worker last wrote: writes were lost."""
+
+    def __init__(self, offset_field: str, stored: int, expected: int) -> None:
+        stored_text = "none" if stored < 0 else str(stored)
+        super().__init__(
+            f"Redis holds offset {stored_text} of {offset_field} but this worker wrote up to {expected}; "
+            "Redis lost writes (check its persistence: AOF with appendfsync always or everysec), "
+            "so the partition is read again from the stored offset"
+        )
+        self.offset_field = offset_field
+        self.stored = stored
+        self.expected = expected
+
+
 class StateStore:
     """Async Redis access for the agents."""
 
@@ -204,15 +264,24 @@ class StateStore:
         self._fenced_apply = client.register_script(_FENCED_APPLY_LUA)
 
     async def apply(self, batch: FencedBatch) -> None:
-        """Apply a batch atomically, or raise StaleBatch if its offsets were applied already."""
+        """Apply a batch atomically.
+
+        Raises StaleBatch when another worker applied offsets past this worker's,
+        and StateRolledBack when Redis holds older offsets than this worker wrote.
+        Either way nothing of the batch is written.
+        """
         if batch.empty:
             return
         header: list[str | int | float | bytes] = [len(batch.offset_ranges)]
         for offset_field, (first, last) in batch.offset_ranges.items():
-            header.extend((offset_field, first, last))
+            header.extend((offset_field, first, last, batch.expected.get(offset_field, -1)))
         result = await self._fenced_apply(keys=[batch.offsets_key, *batch.keys], args=header + batch.args)
-        if int(result[0]) == 0:
+        status = int(result[0])
+        if status == 0:
             raise StaleBatch(_text(result[1]), int(result[2]))
+        if status == 2:
+            offset_field = _text(result[1])
+            raise StateRolledBack(offset_field, int(result[2]), batch.expected.get(offset_field, -1))
 
     async def load_offsets(self, offsets_key: str) -> dict[str, int]:
         raw = await self.client.hgetall(offsets_key)

@@ -128,7 +128,7 @@ def test_fenced_apply_on_cluster(settings: Settings) -> None:
             tag = store.keys.person_tag(3)
             offsets_key = store.keys.offsets(tag)
             first = FencedBatch(offsets_key)
-            first.cover("touchpoints", 0, 4)
+            first.cover("touchpoints", 0, 4, -1)
             first.command("SET", f"{tag}:data", "first")
             pairs: list[str | int | float | bytes] = []
             for index in range(5000):
@@ -137,7 +137,7 @@ def test_fenced_apply_on_cluster(settings: Settings) -> None:
             await store.apply(first)
 
             replayed = FencedBatch(offsets_key)
-            replayed.cover("touchpoints", 2, 6)
+            replayed.cover("touchpoints", 2, 6, -1)
             replayed.command("SET", f"{tag}:data", "replayed")
             rejected = False
             try:
@@ -169,7 +169,7 @@ def test_fenced_apply_rejects_two_slots(settings: Settings) -> None:
         store = StateStore(connect(settings), keys)
         try:
             batch = FencedBatch(keys.offsets(keys.person_tag(0)))
-            batch.cover("touchpoints", 0, 0)
+            batch.cover("touchpoints", 0, 0, -1)
             batch.command("SET", f"{keys.person_tag(1)}:data", "wrong slot")
             await store.apply(batch)
         finally:

@@ -62,7 +62,7 @@ def test_worker_store_over_tls(tls_node: RedisNode, tls_files: TlsFiles) -> None
         offsets_key = store.keys.offsets(store.keys.person_tag(0))
         try:
             batch = FencedBatch(offsets_key)
-            batch.cover("touchpoints", 0, 2)
+            batch.cover("touchpoints", 0, 2, -1)
             batch.command("HINCRBY", store.keys.person_stats(0), "touchpoints", 3)
             await store.apply(batch)
             offsets: dict[bytes, bytes] = await store.client.hgetall(offsets_key)

@@ -16,7 +16,7 @@ from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
 from streams.records import Outgoing, Record
 from streams.roi_agent import RoiProcessor
-from streams.state import FencedBatch, Keys, StaleBatch, StateStore, connect
+from streams.state import FencedBatch, Keys, StaleBatch, StateRolledBack, StateStore, connect
 
 
 @pytest.fixture
@@ -56,12 +56,12 @@ def test_fenced_apply_refuses_replayed_offsets(settings: Settings) -> None:
         data_key = f"{store.keys.person_tag(0)}:data"
 
         first = FencedBatch(offsets_key)
-        first.cover("touchpoints", 0, 4)
+        first.cover("touchpoints", 0, 4, -1)
         first.command("SET", data_key, "first")
         await store.apply(first)
 
         replayed = FencedBatch(offsets_key)
-        replayed.cover("touchpoints", 3, 6)
+        replayed.cover("touchpoints", 3, 6, -1)
         replayed.command("SET", data_key, "replayed")
         refused = False
         try:
@@ -144,6 +144,44 @@ def test_roi_drops_repeated_credit(settings: Settings) -> None:
     assert len(set(sequences)) == len(sequences)
 
 
+def test_fenced_apply_detects_lost_writes(settings: Settings) -> None:
+    """Redis holding an older offset than the worker wrote (lost writes) refuses the batch and says so."""
+
+    async def scenario() -> tuple[list[tuple[int, int]], dict[bytes, bytes], bytes | None]:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        offsets_key = store.keys.offsets(store.keys.person_tag(2))
+        data_key = f"{store.keys.person_tag(2)}:data"
+        first = FencedBatch(offsets_key)
+        first.cover("touchpoints", 0, 9, -1)
+        first.command("SET", data_key, "first")
+        await store.apply(first)
+
+        seen: list[tuple[int, int]] = []
+        for stored in (b"4", None):
+            # As if Redis came back from an older AOF: offsets 5..9 are gone, or all of them.
+            if stored is None:
+                await client.delete(offsets_key)
+            else:
+                await client.hset(offsets_key, "touchpoints", stored)
+            after = FencedBatch(offsets_key)
+            after.cover("touchpoints", 10, 12, 9)
+            after.command("SET", data_key, "after")
+            try:
+                await store.apply(after)
+            except StateRolledBack as exc:
+                seen.append((exc.stored, exc.expected))
+        offsets = await client.hgetall(offsets_key)
+        value = await client.get(data_key)
+        await store.close()
+        return seen, offsets, value
+
+    seen, offsets, value = run(scenario())
+    assert seen == [(4, 9), (-1, 9)]
+    assert offsets == {}
+    assert value == b"first"
+
+
 def test_fenced_apply_large_batch(settings: Settings) -> None:
     """A batch with more members than Lua's unpack() limit applies whole, offsets included."""
 
@@ -153,7 +191,7 @@ def test_fenced_apply_large_batch(settings: Settings) -> None:
         offsets_key = store.keys.offsets(store.keys.person_tag(1))
         big_key = f"{store.keys.person_tag(1)}:big"
         batch = FencedBatch(offsets_key)
-        batch.cover("conversions", 0, 99)
+        batch.cover("conversions", 0, 99, -1)
         pairs: list[str | int | float | bytes] = []
         for index in range(30_000):
             pairs.extend((index, f"member-{index}"))

@@ -80,7 +80,7 @@ def test_batch_command_makes_non_empty() -> None:
 def test_batch_cover_makes_non_empty() -> None:
     batch = FencedBatch("ns:{p0}:offsets")
 
-    batch.cover("touchpoints:0", 5, 9)
+    batch.cover("touchpoints:0", 5, 9, -1)
 
     assert not batch.empty
     assert batch.offset_ranges == {"touchpoints:0": (5, 9)}
@@ -89,8 +89,8 @@ def test_batch_cover_makes_non_empty() -> None:
 def test_batch_cover_merges_overlapping() -> None:
     batch = FencedBatch("ns:{p0}:offsets")
 
-    batch.cover("touchpoints:0", 5, 9)
-    batch.cover("touchpoints:0", 2, 7)
+    batch.cover("touchpoints:0", 5, 9, -1)
+    batch.cover("touchpoints:0", 2, 7, -1)
 
     assert batch.offset_ranges == {"touchpoints:0": (2, 9)}
 
@@ -98,8 +98,8 @@ def test_batch_cover_merges_overlapping() -> None:
 def test_batch_cover_extends_end() -> None:
     batch = FencedBatch("ns:{p0}:offsets")
 
-    batch.cover("touchpoints:0", 5, 9)
-    batch.cover("touchpoints:0", 10, 14)
+    batch.cover("touchpoints:0", 5, 9, -1)
+    batch.cover("touchpoints:0", 10, 14, -1)
 
     assert batch.offset_ranges == {"touchpoints:0": (5, 14)}
 
@@ -107,8 +107,8 @@ def test_batch_cover_extends_end() -> None:
 def test_batch_cover_inner_range_no_change() -> None:
     batch = FencedBatch("ns:{p0}:offsets")
 
-    batch.cover("touchpoints:0", 5, 20)
-    batch.cover("touchpoints:0", 8, 9)
+    batch.cover("touchpoints:0", 5, 20, -1)
+    batch.cover("touchpoints:0", 8, 9, -1)
 
     assert batch.offset_ranges == {"touchpoints:0": (5, 20)}
 
@@ -116,8 +116,8 @@ def test_batch_cover_inner_range_no_change() -> None:
 def test_batch_cover_fields_kept_apart() -> None:
     batch = FencedBatch("ns:{p0}:offsets")
 
-    batch.cover("touchpoints:0", 5, 9)
-    batch.cover("conversions:0", 100, 101)
+    batch.cover("touchpoints:0", 5, 9, -1)
+    batch.cover("conversions:0", 100, 101, -1)
 
     assert batch.offset_ranges == {"touchpoints:0": (5, 9), "conversions:0": (100, 101)}
 
@@ -290,21 +290,28 @@ def test_touch_score_becomes_integer_ms() -> None:
     assert isinstance(decoded.time_ms, int)
 
 
-def test_offset_gap_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_offset_gap_found_once_per_topic(caplog: pytest.LogCaptureFixture) -> None:
     from streams.records import Record
-    from streams.state import warn_offset_gap
+    from streams.state import offset_gap_topics
 
-    record = Record("touchpoints", 3, 120, b"k", b"{}")
+    checked: set[str] = set()
+    records = [Record("touchpoints", 3, 99, b"k", b"{}"), Record("touchpoints", 3, 120, b"k", b"{}"),
+               Record("conversions", 3, 8, b"k", b"{}")]
 
-    assert warn_offset_gap("person", 3, record, 99) is True
-    assert "missing from the Redis state" in caplog.text
+    assert offset_gap_topics("person", 3, records, {"touchpoints": 98, "conversions": 7}, checked) == []
+    assert checked == {"touchpoints", "conversions"}
+
+    checked = set()
+    records = [Record("touchpoints", 3, 98, b"k", b"{}"), Record("touchpoints", 3, 120, b"k", b"{}")]
+    assert offset_gap_topics("person", 3, records, {"touchpoints": 99}, checked) == ["touchpoints"]
     assert "20 message(s)" in caplog.text
+    # Checked once per load: the same gap after the second read is accepted.
+    assert offset_gap_topics("person", 3, records, {"touchpoints": 99}, checked) == []
 
 
-def test_offset_no_gap_quiet(caplog: pytest.LogCaptureFixture) -> None:
+def test_offset_gap_absent_offsets_start_at_zero(caplog: pytest.LogCaptureFixture) -> None:
     from streams.records import Record
-    from streams.state import warn_offset_gap
+    from streams.state import offset_gap_topics
 
-    assert warn_offset_gap("person", 3, Record("touchpoints", 3, 100, b"k", b"{}"), 99) is False
-    assert warn_offset_gap("person", 3, Record("touchpoints", 3, 0, b"k", b"{}"), None) is False
-    assert caplog.text == ""
+    assert offset_gap_topics("person", 3, [Record("touchpoints", 3, 0, b"k", b"{}")], {}, set()) == []
+    assert offset_gap_topics("person", 3, [Record("touchpoints", 3, 5, b"k", b"{}")], {}, set()) == ["touchpoints"]
