@@ -177,6 +177,33 @@ def _cmd_collector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_alerts(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from roitrack.alerts import AlertsError, RulesError, default_group, load_rules, run_alerts
+
+    settings = _load()
+    settings.require_kafka()
+    try:
+        rules = load_rules(Path(args.rules), settings)
+    except RulesError as exc:
+        raise SystemExit(str(exc)) from None
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("received %s; stopping the alerts consumer", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        run_alerts(settings, rules, args.group or default_group(settings), stop)
+    except AlertsError as exc:
+        raise SystemExit(str(exc)) from None
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -244,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
         "collector", help="run the HTTP collector: tracking pixel, click redirect and batch endpoint"
     )
     collector.set_defaults(handler=_cmd_collector)
+
+    alerts = commands.add_parser(
+        "alerts", help="consume roi-updates and send alerts by the rules of a TOML or YAML file (see docs/alerts.md)"
+    )
+    alerts.add_argument("--rules", required=True, help="rules file: .toml, or .yaml/.yml with PyYAML installed")
+    alerts.add_argument(
+        "--group",
+        help=("consumer group, which also names the alert state in Redis "
+              "(default: <ROITRACK_APP_ID>-alerts)"),
+    )
+    alerts.set_defaults(handler=_cmd_alerts)
 
     settings = commands.add_parser("settings", help="list every setting with its variable and default")
     settings.set_defaults(handler=_cmd_settings)

@@ -122,11 +122,12 @@ class Settings(BaseSettings):
     topic_attributions: str = Field("attributions", description="Output topic: one Attribution per conversion, keyed by person.")
     topic_roi_updates: str = Field("roi-updates", description="Output topic of rolling RoiUpdate records, keyed by campaign id.")
     topic_dead_letters: str = Field("dead-letters", description="Output topic of rejected messages with the reason, keyed like the source message.")
+    topic_alerts: str = Field("alerts", description="Output topic of `roitrack alerts`: one Alert per fired or resolved breach, keyed by campaign id.")
     person_partitions: int = Field(
         8, ge=1, le=10_000, description="Partitions of the person-keyed topics (touchpoints, conversions, attributions) and of dead-letters."
     )
     campaign_partitions: int = Field(
-        4, ge=1, le=10_000, description="Partitions of the campaign-keyed topics (campaigns, spend, credits, roi-updates)."
+        4, ge=1, le=10_000, description="Partitions of the campaign-keyed topics (campaigns, spend, credits, roi-updates, alerts)."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor used by `roitrack topics create`.")
 
@@ -292,6 +293,51 @@ class Settings(BaseSettings):
         4096, ge=64, le=1024 * 1024, description="Raw payload bytes kept in a dead letter; the rest is cut."
     )
 
+    # --- Alerts (`roitrack alerts`) ------------------------------------------
+    alerts_cooldown_s: int = Field(
+        3600,
+        ge=0, le=400 * 86400,
+        description=(
+            "Seconds after a fired alert during which the same rule, campaign and window fire no "
+            "new alert, on the rule's clock. A rule's own cooldown_s overrides it."
+        ),
+    )
+    alerts_auto_offset_reset: Literal["latest", "earliest"] = Field(
+        "latest",
+        description=(
+            "Where a new alerts consumer group starts reading roi-updates: latest (only updates "
+            "published from now on) or earliest (all history, which may fire alerts for old "
+            "breaches). A group with committed offsets resumes from them either way."
+        ),
+    )
+    alerts_stdout: bool = Field(True, description="Print every alert as one JSON line on standard output.")
+    alerts_webhook_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "http:// or https:// URLs that receive every alert as a JSON POST, comma-separated. "
+            "Rules files can name further webhooks per rule. Secret, because such URLs often "
+            "carry a token: never logged."
+        ),
+        repr=False,
+    )
+    alerts_webhook_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Timeout of one webhook request (connect and response), in seconds."
+    )
+    alerts_webhook_max_attempts: int = Field(
+        5,
+        ge=1, le=100,
+        description=(
+            "Attempts per alert and webhook, the first included. A network error, a timeout, or "
+            "status 408, 429 or 5xx is retried; any other status gives up at once."
+        ),
+    )
+    alerts_webhook_backoff_s: float = Field(
+        0.5, gt=0, le=3600, description="Delay before the first webhook retry, in seconds; it doubles on each further retry."
+    )
+    alerts_webhook_backoff_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Maximum delay between two webhook attempts, in seconds."
+    )
+
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
     def _upper_case(cls, value: object) -> object:
@@ -326,6 +372,25 @@ class Settings(BaseSettings):
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("alerts_webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("alerts_webhook_urls")
+    @classmethod
+    def _check_webhook_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # The message names the position only, because the URL may contain a token.
+        for position, url in enumerate(value, start=1):
+            parts = urlsplit(url)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError(
+                    f"URL number {position} is not an http:// or https:// URL with a host name; fix it or remove it"
+                )
         return value
 
     @field_validator("bot_user_agent_patterns", mode="before")
@@ -372,7 +437,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "topic_touchpoints", "topic_conversions", "topic_campaigns", "topic_spend",
-        "topic_credits", "topic_attributions", "topic_roi_updates", "topic_dead_letters", "app_id",
+        "topic_credits", "topic_attributions", "topic_roi_updates", "topic_dead_letters", "topic_alerts", "app_id",
     )
     @classmethod
     def _check_kafka_name(cls, value: str) -> str:

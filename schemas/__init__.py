@@ -11,10 +11,11 @@ from schemas.events import (
     SocialTouch,
     Spend,
 )
-from schemas.outputs import Attribution, CampaignCredit, DeadLetter, RoiUpdate
+from schemas.outputs import Alert, Attribution, CampaignCredit, DeadLetter, RoiUpdate
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Alert",
     "Attribution",
     "Campaign",
     "CampaignCredit",

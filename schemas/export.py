@@ -9,7 +9,7 @@ import orjson
 
 from schemas.common import StrictModel
 from schemas.events import Campaign, CheckIn, Click, CouponRedemption, Identify, Purchase, SocialTouch, Spend
-from schemas.outputs import Attribution, CampaignCredit, DeadLetter, RoiUpdate
+from schemas.outputs import Alert, Attribution, CampaignCredit, DeadLetter, RoiUpdate
 
 EXPORTED_MODELS: tuple[type[StrictModel], ...] = (
     Click,
@@ -24,6 +24,7 @@ EXPORTED_MODELS: tuple[type[StrictModel], ...] = (
     CampaignCredit,
     RoiUpdate,
     DeadLetter,
+    Alert,
 )
 
 

@@ -134,3 +134,47 @@ class DeadLetter(StrictModel):
     payload: str = Field(description="raw payload, truncated to the configured size")
     payload_truncated: bool
     rejected_at: AwareDatetime
+
+
+AlertRuleKind = Literal["roi_below", "cpa_above", "spend_without_conversions", "sudden_drop"]
+AlertMetric = Literal["roi", "roas", "cpa", "revenue", "conversions", "seconds_without_conversions"]
+AlertState = Literal["fired", "resolved"]
+
+AlertId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+"""32 hexadecimal digits of a SHA-256 digest."""
+
+
+class Alert(StrictModel):
+    """A breach of an alert rule by one campaign and window: fired once, then resolved."""
+
+    type: Literal["alert"] = "alert"
+    alert_id: AlertId = Field(
+        description=(
+            "stable id of this message: the same breach and state always give the same id, so a "
+            "message repeated after a crash can be dropped by it"
+        )
+    )
+    breach_id: AlertId = Field(description="shared by the fired and the resolved message of one breach")
+    rule_id: str = Field(min_length=1, max_length=64)
+    rule_kind: AlertRuleKind
+    state: AlertState
+    campaign_id: Id
+    campaign_name: str | None
+    window: str = Field(description="window of the RoiUpdate records the rule reads: '1h', '24h', '7d' or 'lifetime'")
+    model: AttributionModel
+    metric: AlertMetric
+    observed: Amount | None = Field(description="value of the metric at observed_at")
+    threshold: Amount = Field(
+        description="the rule's limit; for sudden_drop the baseline lowered by the drop percentage"
+    )
+    baseline: Amount | None = Field(description="sudden_drop: mean of the recent values; null for other rules")
+    spend: Amount = Field(description="the window's spend at observed_at, in currency")
+    currency: Currency
+    update_sequence: int = Field(
+        ge=1, description="sequence number of the last RoiUpdate of this campaign and window that the rule read"
+    )
+    breach_started_at: AwareDatetime = Field(description="when the condition began, on the rule's clock")
+    observed_at: AwareDatetime = Field(description="time of the observation that changed the state, on the rule's clock")
+    emitted_at: AwareDatetime = Field(description="wall-clock time at which roitrack alerts created this message")
+    message_en: str = Field(description="one-line summary in English")
+    message_nl: str = Field(description="one-line summary in Dutch")

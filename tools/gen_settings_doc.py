@@ -55,6 +55,9 @@ UNIT_OVERRIDES: dict[str, str] = {
     "batch_max_events": "messages",
     "data_dir": "path",
     "web_port": "TCP port",
+    "alerts_auto_offset_reset": "latest or earliest",
+    "alerts_webhook_urls": "URL list, comma-separated (secret)",
+    "alerts_webhook_max_attempts": "attempts",
 }
 
 #: Settings behind a ``faust_config`` key that ``faust_dependencies`` cannot find,
@@ -352,6 +355,8 @@ def render() -> str:
         "- `ROITRACK_REDIS_URL` must start with `redis://`, `rediss://` or `unix://`.",
         "  `ROITRACK_REDIS_SSL_CAFILE` needs `rediss://`, and `ROITRACK_REDIS_CLUSTER=true`",
         "  needs `redis://` or `rediss://` with database 0.",
+        "- Each of `ROITRACK_ALERTS_WEBHOOK_URLS` must be an `http://` or `https://` URL with a",
+        "  host name. The error names its position in the list, never the URL.",
         "",
         "`ROITRACK_PERSON_PARTITIONS` and `ROITRACK_CAMPAIGN_PARTITIONS` cannot change once",
         "the topics exist, because keys are hashed to partitions by count and the Redis",

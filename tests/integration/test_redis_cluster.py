@@ -329,3 +329,40 @@ def test_processors_on_cluster(settings: Settings) -> None:
     assert totals[b"conversions_attributed"] == 3
     assert totals[b"touchpoints"] == 4
     assert totals[b"identity_links"] == 1
+
+
+# --- the alert store -----------------------------------------------------------
+
+
+def test_alert_store_on_cluster(settings: Settings) -> None:
+    """The alerts consumer's transaction, outbox script and reads work through the cluster client."""
+    from datetime import datetime, timezone
+
+    from roitrack.alerts.state import RuleState, StateKey
+    from roitrack.alerts.store import TOPIC_SINK, AlertKeys, AlertStore, OutboxEntry
+    from schemas.outputs import Alert
+
+    now = datetime.now(timezone.utc)
+    alert = Alert(
+        alert_id="c" * 32, breach_id="d" * 32, rule_id="roi", rule_kind="roi_below", state="fired",
+        campaign_id="spring", campaign_name=None, window="lifetime", model="last_touch", metric="roi",
+        observed=Decimal(-1), threshold=Decimal(0), baseline=None, spend=Decimal(10), currency="EUR",
+        update_sequence=3, breach_started_at=now, observed_at=now, emitted_at=now, message_en="en", message_nl="nl",
+    )
+    key = StateKey("roi", "spring", "lifetime")
+    state = RuleState(partition=1, campaign_name=None, currency="EUR", sequence=3, spend=Decimal(10), phase="firing")
+    client = sync_redis_client(settings)
+    store = AlertStore(client, AlertKeys(settings.redis_namespace, "group-1"))
+    try:
+        store.write({key: state}, {"lifetime|spring": 3}, [OutboxEntry(alert, 1, (TOPIC_SINK, "webhook:team"))])
+
+        assert store.load_states() == {key: state}
+        assert store.load_sequences() == {"lifetime|spring": 3}
+        assert store.outbox() == [OutboxEntry(alert, 1, ("topic", "webhook:team"))]
+
+        store.sink_done(alert.alert_id, TOPIC_SINK)
+        assert store.outbox()[0].sinks == ("webhook:team",)
+        store.sink_done(alert.alert_id, "webhook:team")
+        assert store.outbox() == []
+    finally:
+        client.close()

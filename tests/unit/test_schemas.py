@@ -27,7 +27,7 @@ from schemas.events import (
     as_utc,
 )
 from schemas.export import EXPORTED_MODELS, json_schemas, write_json_schemas
-from schemas.outputs import Attribution, CampaignCredit, DeadLetter, RoiUpdate
+from schemas.outputs import Alert, Attribution, CampaignCredit, DeadLetter, RoiUpdate
 
 EVENT_TIME = "2024-05-01T12:00:00Z"
 EVENT_TIME_MS = 1_714_564_800_000
@@ -384,7 +384,7 @@ def test_export_covers_every_event_type() -> None:
 
 
 def test_export_covers_every_output_model() -> None:
-    assert {Attribution, CampaignCredit, RoiUpdate, DeadLetter} <= set(EXPORTED_MODELS)
+    assert {Attribution, CampaignCredit, RoiUpdate, DeadLetter, Alert} <= set(EXPORTED_MODELS)
 
 
 def test_export_covers_every_public_model() -> None:
