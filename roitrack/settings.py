@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     topic_attributions: str = Field("attributions", description="Output topic: one Attribution per conversion, keyed by person.")
     topic_roi_updates: str = Field("roi-updates", description="Output topic of rolling RoiUpdate records, keyed by campaign id.")
     topic_dead_letters: str = Field("dead-letters", description="Output topic of rejected messages with the reason, keyed like the source message.")
+    topic_alerts: str = Field(
+        "alerts",
+        description="Topic of ROI alerts, each a rule that fired or resolved. The dashboard shows them as they arrive.",
+    )
     person_partitions: int = Field(
         8, ge=1, le=10_000, description="Partitions of the person-keyed topics (touchpoints, conversions, attributions) and of dead-letters."
     )
@@ -264,6 +268,15 @@ class Settings(BaseSettings):
     dedup_horizon_s: int = Field(
         7 * 86400, ge=60, le=400 * 86400, description="How long credit ids are remembered to drop repeated credits, in seconds."
     )
+    roi_history_bucket_s: int = Field(
+        3600,
+        ge=60, le=86400,
+        description=(
+            "Length of the event-time buckets in which each campaign's attributed conversions and "
+            "revenue are kept for `roitrack report`, in seconds. Must be a whole number of minutes; "
+            "a report period is counted in whole buckets."
+        ),
+    )
 
     # --- Worker ----------------------------------------------------------
     app_id: str = Field("roitrack", description="Faust application id; also the Kafka consumer group id.")
@@ -286,8 +299,17 @@ class Settings(BaseSettings):
             "Empty means <system temp dir>/roitrack."
         ),
     )
-    web_enabled: bool = Field(False, description="Start Faust's web server in the worker.")
+    web_enabled: bool = Field(
+        False, description="Start Faust's web server in the worker. It serves the live dashboard at /dashboard."
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of Faust's web server.")
+    dashboard_enabled: bool = Field(
+        True,
+        description=(
+            "Serve the live ROI dashboard at /dashboard on Faust's web server. It takes effect "
+            "only with ROITRACK_WEB_ENABLED=true."
+        ),
+    )
     dead_letter_payload_max_bytes: int = Field(
         4096, ge=64, le=1024 * 1024, description="Raw payload bytes kept in a dead letter; the rest is cut."
     )
@@ -352,6 +374,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"ROI window {window_s} s is not a whole number of minutes >= 60 s")
         return tuple(sorted(set(value)))
 
+    @field_validator("roi_history_bucket_s")
+    @classmethod
+    def _check_history_bucket(cls, value: int) -> int:
+        if value % 60:
+            raise ValueError(f"ROI history bucket {value} s is not a whole number of minutes; use for example 3600")
+        return value
+
     @field_validator("engagement_touch_kinds")
     @classmethod
     def _check_kinds(cls, value: frozenset[str]) -> frozenset[str]:
@@ -372,7 +401,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "topic_touchpoints", "topic_conversions", "topic_campaigns", "topic_spend",
-        "topic_credits", "topic_attributions", "topic_roi_updates", "topic_dead_letters", "app_id",
+        "topic_credits", "topic_attributions", "topic_roi_updates", "topic_dead_letters", "topic_alerts",
+        "app_id",
     )
     @classmethod
     def _check_kafka_name(cls, value: str) -> str:

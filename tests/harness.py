@@ -32,6 +32,7 @@ TOPIC_FIELDS = (
     "topic_attributions",
     "topic_roi_updates",
     "topic_dead_letters",
+    "topic_alerts",
 )
 
 
