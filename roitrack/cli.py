@@ -204,6 +204,47 @@ def _cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_report_time(option: str, value: str | None) -> int | None:
+    """Parse --since or --until: ISO 8601 with a time zone, or a date meaning 00:00 UTC; returns epoch ms."""
+    from datetime import date, datetime, timezone
+
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(
+            f"{option} {value!r} is not an ISO 8601 date or time; use for example 2026-11-02 or 2026-11-02T09:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise SystemExit(f"{option} {value!r} has no time zone; add Z for UTC or an offset such as +01:00")
+    return int(moment.timestamp() * 1000)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from roitrack.history import Period
+    from roitrack.i18n import parse_language
+    from roitrack.report import write_report
+    from roitrack.report.render import describe_period
+
+    try:
+        language = parse_language(args.lang)
+    except ValueError as exc:
+        raise SystemExit(f"--lang: {exc}") from None
+    period = Period(parse_report_time("--since", args.since), parse_report_time("--until", args.until))
+    if period.start_ms is not None and period.end_ms is not None and period.end_ms <= period.start_ms:
+        raise SystemExit(f"--until {args.until} is not after --since {args.since}")
+    result = write_report(_load(), Path(args.out), period, language)
+    print(
+        f"wrote {result.path}: {len(result.data.campaigns)} campaign(s), "
+        f"period {describe_period(result.data.period, language)}"
+    )
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -282,6 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
               "(default: <ROITRACK_APP_ID>-alerts)"),
     )
     alerts.set_defaults(handler=_cmd_alerts)
+
+    report = commands.add_parser(
+        "report", help="write an HTML report of ROI per campaign and attribution model, read from Redis",
+    )
+    report.add_argument("--out", required=True, help="path of the HTML file to write")
+    report.add_argument(
+        "--since",
+        help="start of the period: ISO 8601 with a time zone, or a date (00:00 UTC); default: no start",
+    )
+    report.add_argument(
+        "--until",
+        help="end of the period, exclusive: ISO 8601 with a time zone, or a date (00:00 UTC); default: no end",
+    )
+    report.add_argument("--lang", default="en", choices=["en", "nl"], help="language of the report (default: en)")
+    report.set_defaults(handler=_cmd_report)
 
     settings = commands.add_parser("settings", help="list every setting with its variable and default")
     settings.set_defaults(handler=_cmd_settings)

@@ -265,6 +265,15 @@ class Settings(BaseSettings):
     dedup_horizon_s: int = Field(
         7 * 86400, ge=60, le=400 * 86400, description="How long credit ids are remembered to drop repeated credits, in seconds."
     )
+    roi_history_bucket_s: int = Field(
+        3600,
+        ge=60, le=86400,
+        description=(
+            "Length of the event-time buckets in which each campaign's attributed conversions and "
+            "revenue are kept for `roitrack report`, in seconds. Must be a whole number of minutes; "
+            "a report period is counted in whole buckets."
+        ),
+    )
 
     # --- Worker ----------------------------------------------------------
     app_id: str = Field("roitrack", description="Faust application id; also the Kafka consumer group id.")
@@ -287,8 +296,17 @@ class Settings(BaseSettings):
             "Empty means <system temp dir>/roitrack."
         ),
     )
-    web_enabled: bool = Field(False, description="Start Faust's web server in the worker.")
+    web_enabled: bool = Field(
+        False, description="Start Faust's web server in the worker. It serves the live dashboard at /dashboard."
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of Faust's web server.")
+    dashboard_enabled: bool = Field(
+        True,
+        description=(
+            "Serve the live ROI dashboard at /dashboard on Faust's web server. It takes effect "
+            "only with ROITRACK_WEB_ENABLED=true."
+        ),
+    )
     dead_letter_payload_max_bytes: int = Field(
         4096, ge=64, le=1024 * 1024, description="Raw payload bytes kept in a dead letter; the rest is cut."
     )
@@ -416,6 +434,13 @@ class Settings(BaseSettings):
             if window_s < 60 or window_s % 60:
                 raise ValueError(f"ROI window {window_s} s is not a whole number of minutes >= 60 s")
         return tuple(sorted(set(value)))
+
+    @field_validator("roi_history_bucket_s")
+    @classmethod
+    def _check_history_bucket(cls, value: int) -> int:
+        if value % 60:
+            raise ValueError(f"ROI history bucket {value} s is not a whole number of minutes; use for example 3600")
+        return value
 
     @field_validator("engagement_touch_kinds")
     @classmethod

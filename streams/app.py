@@ -25,6 +25,7 @@ from roitrack.connections import faust_broker_credentials
 from roitrack.embedded import redacted_url
 from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
+from streams.dashboard import register_dashboard
 from streams.records import Outgoing, Record
 from streams.roi_agent import RoiProcessor
 from streams.state import Keys, StateStore, connect
@@ -112,6 +113,7 @@ class Pipeline:
             settings.topic_credits, settings.topic_campaigns, settings.topic_spend, key_type=bytes, value_type=bytes
         )
         self._register()
+        register_dashboard(self)
 
     async def send(self, messages: Sequence[Outgoing]) -> None:
         """Produce messages and wait until the broker acknowledged all of them."""

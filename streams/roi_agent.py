@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import orjson
 
+from roitrack.history import HistoryCredit, decode_totals, encode_totals, history_increments
 from roitrack.roi import CampaignAggregate, SpendRecord, roi_metrics, window_label
 from roitrack.settings import Settings
 from schemas.common import epoch_ms
@@ -236,16 +237,15 @@ class RoiProcessor:
         watermark_ms = state.watermark_ms
         wall_ms = int(time.time() * 1000)
         seen_pairs: list[str | int] = []
+        history: list[HistoryCredit] = []
         try:
             for value in fresh:
                 time_ms = _parse_time_ms(value["event_time"])
                 aggregate = await self._campaign(partition, state, value["campaign_id"])
-                aggregate.add_credit(
-                    time_ms,
-                    {model: Decimal(weight) for model, weight in value["weights"].items()},
-                    {model: Decimal(amount) for model, amount in value["revenue"].items()},
-                    settings.roi_windows_s,
-                )
+                weights = {model: Decimal(weight) for model, weight in value["weights"].items()}
+                revenue = {model: Decimal(amount) for model, amount in value["revenue"].items()}
+                aggregate.add_credit(time_ms, weights, revenue, settings.roi_windows_s)
+                history.append(HistoryCredit(aggregate.campaign_id, time_ms, weights, revenue))
                 changed.add(aggregate.campaign_id)
                 watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
                 seen_pairs.extend((wall_ms, value["credit_id"]))
@@ -282,6 +282,8 @@ class RoiProcessor:
             batch.command("ZREMRANGEBYSCORE", seen_key, "-inf", f"({wall_ms - settings.dedup_horizon_s * 1000}")
         if watermark_ms != state.watermark_ms:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
+        if history:
+            await self._add_history(partition, batch, history)
 
         try:
             await self.store.apply(batch)
@@ -300,6 +302,29 @@ class RoiProcessor:
         state.watermark_ms = watermark_ms
         state.dirty |= changed
         self.stats["credits_applied"] += len(fresh)
+
+    async def _add_history(self, partition: int, batch: FencedBatch, credits: Sequence[HistoryCredit]) -> None:
+        """Add the credits to their stored history buckets, written with the batch.
+
+        The buckets are read here and written back whole in the fenced script.
+        That is safe because each campaign partition has one writer, and the
+        fence drops the whole write when another worker took the partition over.
+        """
+        increments = history_increments(credits, self.settings.roi_history_bucket_s)
+        pipe = self.store.client.pipeline(transaction=False)
+        requested: list[tuple[str, list[int]]] = []
+        for campaign_id, buckets in sorted(increments.items()):
+            starts = sorted(buckets)
+            pipe.hmget(self.keys.history(partition, campaign_id), [str(start) for start in starts])
+            requested.append((campaign_id, starts))
+        stored = await pipe.execute()
+        for (campaign_id, starts), values in zip(requested, stored):
+            fields: list[str | int | float | bytes] = []
+            for start_ms, raw in zip(starts, values):
+                totals = decode_totals(raw)
+                totals.merge(increments[campaign_id][start_ms])
+                fields.extend((str(start_ms), encode_totals(totals)))
+            batch.command_many("HSET", self.keys.history(partition, campaign_id), fields, group=2)
 
     async def emit_due(self, force: bool = False) -> None:
         """Publish RoiUpdates of changed campaigns whose throttle interval has passed."""

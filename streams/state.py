@@ -167,6 +167,10 @@ class Keys:
     def sequences(self, partition: int) -> str:
         return f"{self.campaign_tag(partition)}:seq"
 
+    def history(self, partition: int, campaign_id: str) -> str:
+        """Return the key of a campaign's event-time history buckets (``roitrack.history``), which are never pruned."""
+        return f"{self.campaign_tag(partition)}:hist:{campaign_id}"
+
     def coupons(self) -> str:
         """Coupon code to campaign id; read by every person partition, so not tagged."""
         return f"{self.namespace}:coupons"
