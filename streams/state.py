@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 import redis.asyncio as aioredis
 from kafka.partitioner.default import murmur2
 
+from streams.metrics import WorkerMetrics
+
 if TYPE_CHECKING:
     from roitrack.settings import Settings
 
@@ -129,6 +131,10 @@ class Keys:
     def sequences(self, partition: int) -> str:
         return f"{self.campaign_tag(partition)}:seq"
 
+    def order_attributions(self, partition: int, order_id: str) -> str:
+        """Attributions of one order id on person partition N, by conversion id; read by the query API."""
+        return f"{self.person_tag(partition)}:order:{order_id}"
+
     def coupons(self) -> str:
         """Coupon code to campaign id; read by every person partition, so not tagged."""
         return f"{self.namespace}:coupons"
@@ -196,11 +202,12 @@ class StaleBatch(Exception):
 
 
 class StateStore:
-    """Async Redis access for the agents."""
+    """Async Redis access for the agents, with the metrics they report."""
 
-    def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
+    def __init__(self, client: "aioredis.Redis", keys: Keys, metrics: WorkerMetrics | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self._fenced_apply = client.register_script(_FENCED_APPLY_LUA)
 
     async def apply(self, batch: FencedBatch) -> None:
@@ -210,7 +217,8 @@ class StateStore:
         header: list[str | int | float | bytes] = [len(batch.offset_ranges)]
         for offset_field, (first, last) in batch.offset_ranges.items():
             header.extend((offset_field, first, last))
-        result = await self._fenced_apply(keys=[batch.offsets_key, *batch.keys], args=header + batch.args)
+        with self.metrics.redis("fenced_batch"):
+            result = await self._fenced_apply(keys=[batch.offsets_key, *batch.keys], args=header + batch.args)
         if int(result[0]) == 0:
             raise StaleBatch(_text(result[1]), int(result[2]))
 
