@@ -31,13 +31,9 @@ def settings_table() -> str:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # kafka-python and aiokafka log every connection at INFO; keep their warnings only.
-    for noisy in ("kafka", "aiokafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    from roitrack.logs import configure_logging, log_format_from_environment
+
+    configure_logging(level, log_format_from_environment())
 
 
 def _load(overrides: dict[str, object] | None = None) -> Settings:

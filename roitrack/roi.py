@@ -92,14 +92,16 @@ class CampaignAggregate:
     campaign_id: str
     name: str | None = None
     margin: Decimal | None = None
+    channel: str | None = None
     lifetime: ModelTotals = field(default_factory=ModelTotals)
     spend: dict[str, SpendRecord] = field(default_factory=dict)
     # window_s -> bucket start (ms) -> totals
     buckets: dict[int, dict[int, ModelTotals]] = field(default_factory=dict)
 
-    def set_campaign(self, name: str, margin: Decimal) -> None:
+    def set_campaign(self, name: str, margin: Decimal, channel: str | None = None) -> None:
         self.name = name
         self.margin = margin
+        self.channel = channel
 
     def set_spend(self, spend_id: str, record: SpendRecord) -> None:
         """Record spend; a repeated spend id replaces the earlier record, so replays and corrections are idempotent."""
@@ -157,6 +159,7 @@ class CampaignAggregate:
         return {
             "id": self.campaign_id,
             "name": self.name,
+            "channel": self.channel,
             "margin": None if self.margin is None else str(self.margin),
             "life": self.lifetime.to_json(),
             "spend": {
@@ -174,6 +177,7 @@ class CampaignAggregate:
         return cls(
             campaign_id=data["id"],
             name=data.get("name"),
+            channel=data.get("channel"),
             margin=None if data.get("margin") is None else Decimal(data["margin"]),
             lifetime=ModelTotals.from_json(data.get("life", {})),
             spend={

@@ -297,14 +297,51 @@ class Settings(BaseSettings):
         ),
     )
     web_enabled: bool = Field(
-        False, description="Start Faust's web server in the worker. It serves the live dashboard at /dashboard."
+        False,
+        description=(
+            "Start the worker's web server (Faust's, with the aiohttp driver): the query API under "
+            "/api/v1, /metrics, /healthz, /readyz, /openapi.json and the live dashboard at /dashboard."
+        ),
     )
-    web_port: int = Field(6066, ge=1, le=65535, description="Port of Faust's web server.")
+    web_bind: str = Field(
+        "127.0.0.1", description="Address the worker's web server listens on; 0.0.0.0 for all interfaces."
+    )
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server.")
     dashboard_enabled: bool = Field(
         True,
         description=(
-            "Serve the live ROI dashboard at /dashboard on Faust's web server. It takes effect "
+            "Serve the live ROI dashboard at /dashboard on the worker's web server. It takes effect "
             "only with ROITRACK_WEB_ENABLED=true."
+        ),
+    )
+    api_tokens: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Bearer tokens accepted by the worker's query API, comma-separated. The attribution and "
+            "touchpoint endpoints always need one, so empty rejects them with 401. Secret: never logged."
+        ),
+        repr=False,
+    )
+    api_open_aggregates: bool = Field(
+        False,
+        description=(
+            "Serve the campaign list and campaign ROI endpoints of the query API without a bearer "
+            "token. They contain no personal data."
+        ),
+    )
+    attribution_index_ttl_s: int = Field(
+        7 * 86400,
+        ge=0, le=400 * 86400,
+        description=(
+            "How long the attribution of an order stays readable through the query API, in seconds. "
+            "0 turns the index off, so the worker writes no index keys to Redis."
+        ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "Format of log lines: text, or json for one JSON object per line with the time, level, "
+            "logger, message and the record's extra fields."
         ),
     )
     dead_letter_payload_max_bytes: int = Field(
@@ -363,6 +400,13 @@ class Settings(BaseSettings):
             return value.strip().upper()
         return value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower()
+        return value
+
     @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "redis_ssl_cafile")
     @classmethod
     def _check_readable_file(cls, value: str, info: ValidationInfo) -> str:
@@ -385,7 +429,7 @@ class Settings(BaseSettings):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("collector_tokens", "collector_redirect_hosts", mode="before")
+    @field_validator("collector_tokens", "collector_redirect_hosts", "api_tokens", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -21,5 +21,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         "starting worker app_id=%s brokers=%s person_partitions=%d campaign_partitions=%d",
         settings.app_id, settings.kafka_bootstrap, settings.person_partitions, settings.campaign_partitions,
     )
-    worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # override_logging=False keeps the handler of roitrack.logs (text or JSON lines)
+    # instead of the colour formatter that mode would install.
+    worker = faust.Worker(
+        pipeline.app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False,
+    )
+    # Faust drops its terminal spinner while it sets up logging, which is skipped here;
+    # without this the spinner writes cursor escape codes into the log.
+    worker.spinner = None
     worker.execute_from_commandline()

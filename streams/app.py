@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -26,6 +27,7 @@ from roitrack.embedded import redacted_url
 from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
 from streams.dashboard import register_dashboard
+from streams.metrics import WorkerMetrics
 from streams.records import Outgoing, Record
 from streams.roi_agent import RoiProcessor
 from streams.state import Keys, StateStore, connect
@@ -78,7 +80,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "datadir": str(faust_data_dir(settings)),
         "web_enabled": settings.web_enabled,
         "web_port": settings.web_port,
-        "web_bind": "127.0.0.1",
+        "web_bind": settings.web_bind,
     }
 
 
@@ -97,8 +99,9 @@ class Pipeline:
         self.settings = settings
         faust_data_dir(settings).parent.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(settings.app_id, **faust_config(settings))
+        self.metrics = WorkerMetrics()
         self.redis = connect(settings)
-        self.store = StateStore(self.redis, Keys(settings.redis_namespace))
+        self.store = StateStore(self.redis, Keys(settings.redis_namespace), self.metrics)
         # Per topic partition: the highest offset handed to an agent, and, while a
         # rewind is under way, the offset above which records are leftovers of the
         # old read position (see rewind).
@@ -113,6 +116,10 @@ class Pipeline:
             settings.topic_credits, settings.topic_campaigns, settings.topic_spend, key_type=bytes, value_type=bytes
         )
         self._register()
+        if settings.web_enabled:
+            from streams.web import register_api
+
+            register_api(self)
         register_dashboard(self)
 
     async def send(self, messages: Sequence[Outgoing]) -> None:
@@ -129,6 +136,29 @@ class Pipeline:
                 )
             )
         await asyncio.gather(*futures)
+        self._count_sent(messages)
+
+    def _count_sent(self, messages: Sequence[Outgoing]) -> None:
+        sent: dict[str, int] = {}
+        dead: dict[tuple[str, str], int] = {}
+        for message in messages:
+            sent[message.topic] = sent.get(message.topic, 0) + 1
+            if message.topic == self.settings.topic_dead_letters:
+                label = (str(message.value.get("reason")), str(message.value.get("source_topic")))
+                dead[label] = dead.get(label, 0) + 1
+        for topic, count in sent.items():
+            self.metrics.events_out.labels(topic).inc(count)
+        for (reason, source_topic), count in dead.items():
+            self.metrics.dead_letters.labels(reason, source_topic).inc(count)
+
+    def applied_offset(self, topic: str, partition: int) -> int | None:
+        """Return the last offset of a partition applied to Redis, -1 for none, or None when not loaded."""
+        settings = self.settings
+        if topic in {settings.topic_touchpoints, settings.topic_conversions}:
+            person = self.attribution.partitions.get(partition)
+            return None if person is None else person.offsets.get(topic, -1)
+        campaign = self.roi.partitions.get(partition)
+        return None if campaign is None else campaign.offsets.get(topic, -1)
 
     async def touch_end_offset(self, partition: int) -> int | None:
         """Return the end offset of one touchpoints partition, or None when unknown.
@@ -205,22 +235,28 @@ class Pipeline:
                 continue
             delay_s = 0.5
             while True:
+                started_s = time.perf_counter()
                 try:
                     await handle(records)
+                    self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started_s)
                     break
                 except RETRIABLE_ERRORS as exc:
+                    self.metrics.batch_failures.labels(name, "outage").inc()
                     log.warning(
                         "%s: batch of %d records failed: %r; retrying in %.1f s "
                         "(check that Redis at %s and the brokers are reachable)",
                         name, len(records), exc, delay_s, redacted_url(settings.redis_url),
+                        extra={"agent": name, "records": len(records), "retry_in_s": delay_s},
                     )
                 except Exception:
+                    self.metrics.batch_failures.labels(name, "unexpected").inc()
                     # Not an outage: most likely a bug. Skipping the batch would lose it
                     # (its offsets would be passed), so it is retried until fixed.
                     log.exception(
                         "%s: batch of %d records failed unexpectedly; retrying in %.1f s. "
                         "Report this with the traceback; the partition does not advance until it succeeds",
                         name, len(records), delay_s,
+                        extra={"agent": name, "records": len(records), "retry_in_s": delay_s},
                     )
                 if self.app.should_stop:
                     self._exit_without_commit(name, len(records))
@@ -270,7 +306,10 @@ class Pipeline:
 
         async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
             assigned = args[0] if args else set()
-            log.info("partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
+            log.info(
+                "partitions assigned: %s", sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
+                extra={"assigned_partitions": len(assigned)},
+            )
             await self._load(assigned)
 
         app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]  # mode types the handler more narrowly than it calls it

@@ -28,11 +28,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
 
-from roitrack.attribution import AttributionParams
+from roitrack.attribution import AttributionParams, StoredTouch
 from roitrack.settings import Settings
 from schemas.common import StrictModel, epoch_ms
 from schemas.decode import Rejected, decode_message
@@ -69,16 +69,20 @@ log = logging.getLogger(__name__)
 WATERMARK_FIELD = "_watermark_ms"
 MAX_EVENT_FIELD = "_max_event_ms"
 
-# Removes released conversions from the pending set (KEYS[1]) and counts them in
-# the partition's stats hash (KEYS[2]) in one step, counting only those it
-# removed, so a conversion released twice (by a worker that lost the partition,
-# or after Redis lost writes) is counted once. ARGV: pairs of (member, outcome),
-# outcome "attributed", "unattributed" or "folded" (a redemption merged into its
-# purchase, not counted). Returns the number removed.
-_REMOVE_PENDING_LUA = """
+# Finishes a release in one atomic call: removes the released conversions from
+# the pending set (KEYS[1]), counts them in the stats hash (KEYS[2]) and indexes
+# their attributions by order id (KEYS[3..]). Only conversions it removes are
+# counted, so one released twice (by a worker that lost the partition, or after
+# Redis lost writes) counts once. ARGV: member count m, then m pairs of (member,
+# outcome) with outcome "attributed", "unattributed" or "folded" (a redemption
+# merged into its purchase, not counted), the index TTL in ms, then one (field,
+# value) pair per index key. Every key carries the partition's hash tag, so this
+# works on a cluster too. Returns the number removed.
+_RELEASE_LUA = """
+local m = tonumber(ARGV[1])
 local removed = 0
 local counts = {}
-for i = 1, #ARGV, 2 do
+for i = 2, 2 * m, 2 do
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
     removed = removed + 1
     local outcome = ARGV[i + 1]
@@ -89,6 +93,14 @@ for i = 1, #ARGV, 2 do
 end
 for outcome, count in pairs(counts) do
   redis.call('HINCRBY', KEYS[2], 'conversions_' .. outcome, count)
+end
+local j = 2 * m + 2
+local ttl_ms = ARGV[j]
+j = j + 1
+for k = 3, #KEYS do
+  redis.call('HSET', KEYS[k], ARGV[j], ARGV[j + 1])
+  redis.call('PEXPIRE', KEYS[k], ttl_ms)
+  j = j + 2
 end
 return removed
 """
@@ -126,6 +138,10 @@ class BatchPlan:
     links: list[tuple[str, str]] = field(default_factory=list)  # (user id, anonymous id)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     max_event_ms: dict[str, int] = field(default_factory=dict)
+    # Per input topic, for the metrics: messages and events read, repeats dropped.
+    messages_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    events_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    duplicates_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     event_index: int | None = None  # position of the event being classified inside a batch message
 
 
@@ -156,7 +172,8 @@ class AttributionProcessor:
             position_last_share=settings.position_last_share,
         )
         self.partitions: dict[int, PartitionState] = {}
-        self._remove_pending = store.client.register_script(_REMOVE_PENDING_LUA)
+        self._finish_release = store.client.register_script(_RELEASE_LUA)
+        self.metrics = store.metrics
         self.stats: dict[str, int] = defaultdict(int)
         self.flood = FloodCheck(settings, store)
         self.releaser = Releaser(self, touch_end_offset)
@@ -172,7 +189,8 @@ class AttributionProcessor:
         state = self.partitions.get(partition)
         if state is None:
             offsets_key = self.keys.offsets(self.keys.person_tag(partition))
-            offsets = await self.store.load_offsets(offsets_key)
+            with self.metrics.redis("partition_load"):
+                offsets = await self.store.load_offsets(offsets_key)
             watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
             max_event_ms = {
                 name[len(MAX_EVENT_FIELD) + 1:]: offsets.pop(name)
@@ -184,13 +202,15 @@ class AttributionProcessor:
             state = PartitionState(
                 offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms, last_touch_arrival_s=now_s
             )
-            members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
+            with self.metrics.redis("partition_load"):
+                members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
             for member in members:
                 state.pending[member] = decode_pending(member, now_s)
             self.partitions[partition] = state
             log.info(
                 "loaded person partition=%d offsets=%s pending=%d watermark_ms=%d",
                 partition, offsets, len(state.pending), watermark_ms,
+                extra={"partition": partition, "pending": len(state.pending), "watermark_ms": watermark_ms},
             )
         return state
 
@@ -249,6 +269,8 @@ class AttributionProcessor:
             batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
             items = decode_message(record.value)
             is_batch = (record.value or b"").lstrip()[:1] == b"["
+            plan.messages_in[record.topic] += 1
+            plan.events_in[record.topic] += len(items)
             for index, item in enumerate(items):
                 plan.event_index = index if is_batch else None
                 if isinstance(item, Rejected):
@@ -354,7 +376,10 @@ class AttributionProcessor:
                 seen_ids.append(f"o:{event.type}:{event.order_id}")
         if seen_ids:
             pipe.zmscore(self.keys.seen_events(partition), seen_ids)
-        results = await pipe.execute() if (by_key or seen_ids) else []
+        results: list[Any] = []
+        if by_key or seen_ids:
+            with self.metrics.redis("dedup_read"):
+                results = await pipe.execute()
 
         fresh_touches: list[TouchCandidate] = []
         batch_members: set[tuple[str, str]] = set()
@@ -362,6 +387,7 @@ class AttributionProcessor:
             for candidate, score in zip(candidates, scores):
                 if score is not None or (key, candidate.member) in batch_members:
                     plan.counts["duplicates"] += 1
+                    plan.duplicates_in[self.settings.topic_touchpoints] += 1
                     continue
                 batch_members.add((key, candidate.member))
                 fresh_touches.append(candidate)
@@ -376,6 +402,7 @@ class AttributionProcessor:
             ids = [f"e:{event.event_id}"] + ([f"o:{event.type}:{event.order_id}"] if event.order_id else [])
             if any(seen_id in seen for seen_id in ids):
                 plan.counts["duplicates"] += 1
+                plan.duplicates_in[self.settings.topic_conversions] += 1
                 continue
             seen.update(ids)
             fresh.append(self._pending(event, now_s))
@@ -386,14 +413,18 @@ class AttributionProcessor:
         batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
         plan = self._classify(partition, state, records, batch)
         new_pending = await self._drop_repeats(partition, plan)
-        plan.touches, flooded = await self.flood.filter(partition, plan.touches)
+        with self.metrics.redis("flood_check"):
+            plan.touches, flooded = await self.flood.filter(partition, plan.touches)
         plan.counts["clicks_flood"] += flooded
 
         if plan.dead:
             # Dead letters go out before the offsets move, so a crash cannot lose them.
             await self.send(plan.dead)
             self.stats["dead_letters"] += len(plan.dead)
-            log.warning("sent %d dead letter(s) from person partition=%d", len(plan.dead), partition)
+            log.warning(
+                "sent %d dead letter(s) from person partition=%d", len(plan.dead), partition,
+                extra={"partition": partition, "dead_letters": len(plan.dead)},
+            )
 
         watermark_ms = state.watermark_ms
         wall_ms = int(time.time() * 1000)
@@ -461,6 +492,20 @@ class AttributionProcessor:
             state.pending[pending.member] = pending
         for name, value in counts.items():
             self.stats[name] += value
+        self._count_batch(plan, counts)
+
+    def _count_batch(self, plan: BatchPlan, counts: dict[str, int]) -> None:
+        """Add an applied batch to the Prometheus counters."""
+        metrics = self.metrics
+        for topic, value in plan.messages_in.items():
+            metrics.messages_in.labels(topic).inc(value)
+        for topic, value in plan.events_in.items():
+            metrics.events_in.labels(topic).inc(value)
+        for topic, value in plan.duplicates_in.items():
+            metrics.duplicates.labels(topic).inc(value)
+        for name, value in counts.items():
+            if value:
+                metrics.attribution_events.labels(name).inc(value)
 
     def _touch_member(self, event: Click | SocialTouch | CheckIn) -> tuple[str, str] | None:
         if isinstance(event, Click):
@@ -535,9 +580,13 @@ class AttributionProcessor:
             for code, campaign in zip(codes, await self.store.client.hmget(self.keys.coupons(), codes)):
                 if campaign is not None:
                     coupon_campaigns[code] = campaign.decode() if isinstance(campaign, bytes) else str(campaign)
-        touches = await self.releaser.touches_for(partition, due) if due else []
+        touches: list[list[StoredTouch]] = []
+        if due:
+            with self.metrics.redis("release_read"):
+                touches = await self.releaser.touches_for(partition, due)
 
         outgoing: list[Outgoing] = []
+        index: list[tuple[str, str, bytes]] = []  # (key, conversion id, Attribution JSON)
         unattributed = 0
         outcomes: list[bytes | str] = []
         for pending, person_touches in zip(due, touches):
@@ -546,21 +595,40 @@ class AttributionProcessor:
             outcome = "unattributed" if len(messages) == 1 else "attributed"
             unattributed += outcome == "unattributed"
             outcomes.extend((pending.member, outcome))
+            if pending.order_id is not None and self.settings.attribution_index_ttl_s:
+                index.append((
+                    self.keys.order_attributions(partition, pending.order_id),
+                    pending.conversion_id,
+                    orjson.dumps(messages[0].value),
+                ))
             outgoing.extend(messages)
         for member in folded:
             outcomes.extend((member, "folded"))
         # Outputs first: a crash before the removal releases the conversions again,
         # and their repeated credits are dropped by credit id downstream.
         await self.send(outgoing)
+        sent_s = time.monotonic()
+        for pending in due:
+            self.metrics.attribution_latency.observe(max(0.0, sent_s - pending.arrived_s))
 
         members = [pending.member for pending in due] + folded
-        removed = await self._remove_pending(
-            keys=[self.keys.pending(partition), self.keys.person_stats(partition)], args=outcomes
-        )
+        attributed = len(due) - unattributed
+        args: list[str | int | bytes] = [len(members), *outcomes, self.settings.attribution_index_ttl_s * 1000]
+        for _, conversion_id, value in index:
+            args.extend((conversion_id, value))
+        with self.metrics.redis("release_write"):
+            removed = await self._finish_release(
+                keys=[self.keys.pending(partition), self.keys.person_stats(partition), *(key for key, _, _ in index)],
+                args=args,
+            )
         for member in members:
             state.pending.pop(member, None)
-        self.stats["conversions_attributed"] += len(due) - unattributed
+        self.stats["conversions_attributed"] += attributed
         self.stats["conversions_unattributed"] += unattributed
+        if attributed:
+            self.metrics.attribution_events.labels("conversions_attributed").inc(attributed)
+        if unattributed:
+            self.metrics.attribution_events.labels("conversions_unattributed").inc(unattributed)
         if removed != len(members):
             log.warning(
                 "person partition=%d: %d of %d released conversions were no longer pending (released by another worker, or lost by Redis); they are not counted again",

@@ -104,11 +104,13 @@ class RoiProcessor:
         self.send = send
         self.partitions: dict[int, CampaignPartition] = {}
         self.stats: dict[str, int] = defaultdict(int)
+        self.metrics = store.metrics
 
     async def _partition(self, partition: int) -> CampaignPartition:
         state = self.partitions.get(partition)
         if state is None:
-            offsets = await self.store.load_offsets(self.keys.offsets(self.keys.campaign_tag(partition)))
+            with self.metrics.redis("partition_load"):
+                offsets = await self.store.load_offsets(self.keys.offsets(self.keys.campaign_tag(partition)))
             watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
             state = CampaignPartition(offsets=offsets, watermark_ms=watermark_ms)
             self.partitions[partition] = state
@@ -121,6 +123,7 @@ class RoiProcessor:
             log.info(
                 "loaded campaign partition=%d offsets=%s campaigns=%d",
                 partition, offsets, len(state.campaigns),
+                extra={"partition": partition, "campaigns": len(state.campaigns)},
             )
         return state
 
@@ -135,7 +138,8 @@ class RoiProcessor:
     async def _campaign(self, partition: int, state: CampaignPartition, campaign_id: str) -> CampaignAggregate:
         aggregate = state.campaigns.get(campaign_id)
         if aggregate is None:
-            raw = await self.store.client.get(self.keys.campaign(partition, campaign_id))
+            with self.metrics.redis("campaign_read"):
+                raw = await self.store.client.get(self.keys.campaign(partition, campaign_id))
             aggregate = (
                 CampaignAggregate.from_json(orjson.loads(raw)) if raw else CampaignAggregate(campaign_id)
             )
@@ -172,13 +176,17 @@ class RoiProcessor:
         dead: list[Outgoing] = []
         credits: list[tuple[Record, dict[str, Any]]] = []
         definitions: list[tuple[Record, Campaign | Spend]] = []
+        messages_in: dict[str, int] = defaultdict(int)
+        events_in: dict[str, int] = defaultdict(int)
 
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
             batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
+            messages_in[record.topic] += 1
             problem: FieldError | None
             if record.topic == settings.topic_credits:
+                events_in[record.topic] += 1
                 try:
                     value = orjson.loads(record.value or b"")
                 except orjson.JSONDecodeError as exc:
@@ -191,7 +199,9 @@ class RoiProcessor:
                     continue
                 credits.append((record, value))
                 continue
-            for item in decode_message(record.value):
+            items = decode_message(record.value)
+            events_in[record.topic] += len(items)
+            for item in items:
                 if isinstance(item, Rejected):
                     dead.append(rejected_dead_letter(settings.topic_dead_letters, record, item, "roi.decode",
                                                      settings.dead_letter_payload_max_bytes))
@@ -216,14 +226,18 @@ class RoiProcessor:
         if dead:
             await self.send(dead)
             self.stats["dead_letters"] += len(dead)
-            log.warning("sent %d dead letter(s) from campaign partition=%d", len(dead), partition)
+            log.warning(
+                "sent %d dead letter(s) from campaign partition=%d", len(dead), partition,
+                extra={"partition": partition, "dead_letters": len(dead)},
+            )
 
         # Drop credits applied before: same credit id seen within the horizon.
         seen_key = self.keys.seen_credits(partition)
         fresh: list[dict[str, Any]] = []
         if credits:
             ids = [value["credit_id"] for _, value in credits]
-            scores = await self.store.client.zmscore(seen_key, ids)
+            with self.metrics.redis("dedup_read"):
+                scores = await self.store.client.zmscore(seen_key, ids)
             batch_ids: set[str] = set()
             for (_, value), score in zip(credits, scores):
                 credit_id = value["credit_id"]
@@ -252,7 +266,7 @@ class RoiProcessor:
             for record, definition in definitions:
                 aggregate = await self._campaign(partition, state, definition.campaign_id)
                 if isinstance(definition, Campaign):
-                    aggregate.set_campaign(definition.name, definition.margin)
+                    aggregate.set_campaign(definition.name, definition.margin, definition.channel)
                     if definition.coupon_codes:
                         mapping: list[str] = []
                         for code in definition.coupon_codes:
@@ -302,6 +316,12 @@ class RoiProcessor:
         state.watermark_ms = watermark_ms
         state.dirty |= changed
         self.stats["credits_applied"] += len(fresh)
+        for topic, value in messages_in.items():
+            self.metrics.messages_in.labels(topic).inc(value)
+        for topic, value in events_in.items():
+            self.metrics.events_in.labels(topic).inc(value)
+        if len(credits) > len(fresh):
+            self.metrics.duplicates.labels(settings.topic_credits).inc(len(credits) - len(fresh))
 
     async def _add_history(self, partition: int, batch: FencedBatch, credits: Sequence[HistoryCredit]) -> None:
         """Add the credits to their stored history buckets, written with the batch.
@@ -345,7 +365,8 @@ class RoiProcessor:
         pipe = self.store.client.pipeline(transaction=False)
         for campaign_id in due:
             pipe.hincrby(self.keys.sequences(partition), campaign_id, 1)
-        sequences = await pipe.execute()
+        with self.metrics.redis("sequence_write"):
+            sequences = await pipe.execute()
         outgoing: list[Outgoing] = []
         for campaign_id, sequence in zip(due, sequences):
             outgoing.extend(self.roi_updates(state.campaigns[campaign_id], int(sequence), state.watermark_ms))
@@ -360,40 +381,60 @@ class RoiProcessor:
         windows: list[int | None] = [*settings.roi_windows_s, None]
         messages = []
         for window_s in windows:
-            figures = aggregate.figures(window_s, now_ms)
-            models = {}
-            for model in ATTRIBUTION_MODELS:
-                conversions = figures.totals.conversions[model]
-                revenue = figures.totals.revenue[model]
-                metrics = roi_metrics(revenue, conversions, figures.spend, figures.margin)
-                models[model] = {
-                    "conversions": decimal_text(conversions),
-                    "revenue": decimal_text(revenue),
-                    "roi": _text(metrics.roi),
-                    "roas": _text(metrics.roas),
-                    "cpa": _text(metrics.cpa),
-                }
-            default = models[DEFAULT_MODEL]
+            figures = window_figures(aggregate, window_s, now_ms)
             value = {
                 "type": "roi_update",
                 "campaign_id": aggregate.campaign_id,
                 "campaign_name": aggregate.name,
-                "window": window_label(window_s),
+                "window": figures["window"],
                 "window_s": window_s,
-                "window_end": iso_ms(now_ms) if window_s is not None and now_ms else None,
+                "window_end": figures["window_end"],
                 "sequence": sequence,
                 "currency": settings.reporting_currency,
                 "margin": _text(aggregate.margin),
-                "spend": decimal_text(figures.spend),
+                "spend": figures["spend"],
                 "default_model": DEFAULT_MODEL,
-                "roi": default["roi"],
-                "roas": default["roas"],
-                "cpa": default["cpa"],
-                "models": models,
+                "roi": figures["roi"],
+                "roas": figures["roas"],
+                "cpa": figures["cpa"],
+                "models": figures["models"],
                 "emitted_at": emitted_at,
             }
             messages.append(Outgoing(settings.topic_roi_updates, aggregate.campaign_id, value))
         return messages
+
+
+def window_figures(aggregate: CampaignAggregate, window_s: int | None, now_ms: int) -> dict[str, Any]:
+    """Compute one window's figures as text, as a RoiUpdate and the query API report them.
+
+    ``window_s`` None selects the lifetime. ``now_ms`` is the campaign
+    partition's watermark, where the rolling windows end. No I/O.
+    """
+    figures = aggregate.figures(window_s, now_ms)
+    models = {}
+    for model in ATTRIBUTION_MODELS:
+        conversions = figures.totals.conversions[model]
+        revenue = figures.totals.revenue[model]
+        metrics = roi_metrics(revenue, conversions, figures.spend, figures.margin)
+        models[model] = {
+            "conversions": decimal_text(conversions),
+            "revenue": decimal_text(revenue),
+            "roi": _text(metrics.roi),
+            "roas": _text(metrics.roas),
+            "cpa": _text(metrics.cpa),
+        }
+    default = models[DEFAULT_MODEL]
+    return {
+        "window": window_label(window_s),
+        "window_s": window_s,
+        "window_end": iso_ms(now_ms) if window_s is not None and now_ms else None,
+        "spend": decimal_text(figures.spend),
+        "default_model": DEFAULT_MODEL,
+        "roi": default["roi"],
+        "roas": default["roas"],
+        "cpa": default["cpa"],
+        "models": models,
+    }
 
 
 def _text(value: Decimal | None) -> str | None:

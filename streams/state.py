@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, cast
 import redis.asyncio as aioredis
 from kafka.partitioner.default import murmur2
 
+from streams.metrics import WorkerMetrics
+
 if TYPE_CHECKING:
     from roitrack.settings import Settings
 
@@ -171,6 +173,10 @@ class Keys:
         """Return the key of a campaign's event-time history buckets (``roitrack.history``), which are never pruned."""
         return f"{self.campaign_tag(partition)}:hist:{campaign_id}"
 
+    def order_attributions(self, partition: int, order_id: str) -> str:
+        """Attributions of one order id on person partition N, by conversion id; read by the query API."""
+        return f"{self.person_tag(partition)}:order:{order_id}"
+
     def coupons(self) -> str:
         """Coupon code to campaign id; read by every person partition, so not tagged."""
         return f"{self.namespace}:coupons"
@@ -260,11 +266,12 @@ class StateRolledBack(Exception):
 
 
 class StateStore:
-    """Async Redis access for the agents."""
+    """Async Redis access for the agents, with the metrics they report."""
 
-    def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
+    def __init__(self, client: "aioredis.Redis", keys: Keys, metrics: WorkerMetrics | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self._fenced_apply = client.register_script(_FENCED_APPLY_LUA)
 
     async def apply(self, batch: FencedBatch) -> None:
@@ -279,7 +286,8 @@ class StateStore:
         header: list[str | int | float | bytes] = [len(batch.offset_ranges)]
         for offset_field, (first, last) in batch.offset_ranges.items():
             header.extend((offset_field, first, last, batch.expected.get(offset_field, -1)))
-        result = await self._fenced_apply(keys=[batch.offsets_key, *batch.keys], args=header + batch.args)
+        with self.metrics.redis("fenced_batch"):
+            result = await self._fenced_apply(keys=[batch.offsets_key, *batch.keys], args=header + batch.args)
         status = int(result[0])
         if status == 0:
             raise StaleBatch(_text(result[1]), int(result[2]))

@@ -58,6 +58,9 @@ UNIT_OVERRIDES: dict[str, str] = {
     "alerts_auto_offset_reset": "latest or earliest",
     "alerts_webhook_urls": "URL list, comma-separated (secret)",
     "alerts_webhook_max_attempts": "attempts",
+    "web_bind": "IP address or host name",
+    "api_tokens": "token list, comma-separated (secret)",
+    "log_format": "text or json",
 }
 
 #: Settings behind a ``faust_config`` key that ``faust_dependencies`` cannot find,
@@ -125,8 +128,11 @@ FAUST_REASONS: dict[str, str] = {
         "instead of the working directory."
     ),
     "web_enabled": "Faust's web server is off unless `ROITRACK_WEB_ENABLED` is true.",
-    "web_port": "Port of Faust's web server.",
-    "web_bind": "Faust's web server listens on the loopback interface only.",
+    "web_port": "Port of the worker's web server.",
+    "web_bind": (
+        "Faust's own default binds every interface. roitrack binds `ROITRACK_WEB_BIND`, "
+        "the loopback interface unless set."
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -10,6 +11,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from roitrack.collector.batch import handle_batch, json_response
 from roitrack.collector.browser import handle_pixel, handle_redirect
@@ -67,6 +71,35 @@ async def handle_health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+class CollectorStatsMetrics(Collector):
+    """Exposes the collector's counters per endpoint and status to Prometheus, read at each scrape."""
+
+    def __init__(self, stats: CollectorStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "roitrack_collector_events",
+            "Events handled by the collector, per endpoint (pixel, redirect, batch) and status "
+            "(accepted, duplicate, rejected, dropped, failed, blocked).",
+            labels=["endpoint", "status"],
+        )
+        for (endpoint, status), count in sorted(self.stats.counts.items()):
+            family.add_metric([endpoint, status], count)
+        yield family
+
+
+_METRICS_REGISTRY_KEY = web.AppKey("roitrack_collector_metrics", CollectorRegistry)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: the collector's counters in Prometheus' text format; no token needed."""
+    return web.Response(
+        body=generate_latest(request.app[_METRICS_REGISTRY_KEY]),
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
+    )
+
+
 async def _add_security_headers(request: web.Request, response: StreamResponse) -> None:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
@@ -107,10 +140,14 @@ def create_collector_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.collector_max_body_bytes)
     app[SETTINGS_KEY] = settings
     app[STATS_KEY] = CollectorStats()
+    registry = CollectorRegistry()
+    registry.register(CollectorStatsMetrics(app[STATS_KEY]))
+    app[_METRICS_REGISTRY_KEY] = registry
     app.router.add_get("/p.gif", handle_pixel, allow_head=False)
     app.router.add_get("/r", handle_redirect, allow_head=False)
     app.router.add_post("/v1/events", handle_batch)
     app.router.add_get("/healthz", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
     app.on_startup.append(_start_producer)
     app.on_cleanup.append(_stop_producer)
     app.on_response_prepare.append(_add_security_headers)

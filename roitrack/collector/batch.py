@@ -7,9 +7,7 @@ fixed messages and never repeat the request's content.
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -18,6 +16,7 @@ from aiohttp import web
 from roitrack.collector.ingest import Ingestor, ProduceError
 from roitrack.collector.keys import INGESTOR_KEY, SETTINGS_KEY
 from roitrack.settings import Settings
+from roitrack.tokens import bearer_token_is_valid
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +32,6 @@ def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, st
         content_type="application/json",
         headers={"Cache-Control": "no-store", **(headers or {})},
     )
-
-
-def bearer_token_is_valid(authorization: str | None, tokens: Sequence[str]) -> bool:
-    """Check an Authorization header against the configured tokens in constant time per token.
-
-    Every configured token is compared, so the time taken does not tell which
-    one matched. No configured token means no request is authorized.
-    """
-    if not authorization or not tokens:
-        return False
-    scheme, _, presented = authorization.strip().partition(" ")
-    presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
-        return False
-    presented_bytes = presented.encode("utf-8")
-    matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(presented_bytes, token.encode("utf-8"))
-    return matched
 
 
 async def read_limited_body(request: web.Request, max_bytes: int) -> bytes | None:

@@ -356,6 +356,25 @@ def test_json_round_trip_unknown_margin() -> None:
     assert restored == aggregate
 
 
+def test_json_round_trip_keeps_channel() -> None:
+    aggregate = CampaignAggregate("c1")
+    aggregate.set_campaign("Spring", Decimal("0.4"), "instagram")
+
+    restored = CampaignAggregate.from_json(orjson.loads(orjson.dumps(aggregate.to_json())))
+
+    assert restored.channel == "instagram"
+    assert restored == aggregate
+
+
+def test_json_without_channel_loads() -> None:
+    stored = CampaignAggregate("c1").to_json()
+    del stored["channel"]  # written before aggregates kept the channel
+
+    restored = CampaignAggregate.from_json(stored)
+
+    assert restored.channel is None
+
+
 def test_json_round_trip_int_bucket_keys() -> None:
     aggregate = populated_aggregate()
 

@@ -1,0 +1,67 @@
+"""JSON log lines: fields from the record and its extra, and the format setting."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import orjson
+import pytest
+
+from roitrack.logs import JsonFormatter, log_format_from_environment
+
+
+def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("streams.app", logging.WARNING, __file__, 1, message, args, None)
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return record
+
+
+def test_json_line_has_message_and_extra_fields() -> None:
+    line = JsonFormatter().format(_record("sent %d dead letter(s) from person partition=%d", 2, 3,
+                                          partition=3, dead_letters=2))
+
+    entry = orjson.loads(line)
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "streams.app"
+    assert entry["message"] == "sent 2 dead letter(s) from person partition=3"
+    assert entry["partition"] == 3
+    assert entry["dead_letters"] == 2
+    assert entry["ts"].endswith("+00:00")
+    assert "args" not in entry
+    assert "msg" not in entry
+
+
+def test_json_line_has_exception_text() -> None:
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        record = _record("failed")
+        record.exc_info = sys.exc_info()
+
+    entry = orjson.loads(JsonFormatter().format(record))
+
+    assert "Traceback" in entry["exception"]
+    assert "ValueError: broken" in entry["exception"]
+
+
+def test_json_line_is_one_line() -> None:
+    line = JsonFormatter().format(_record("first\nsecond"))
+
+    assert "\n" not in line
+    assert orjson.loads(line)["message"] == "first\nsecond"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("json", "json"), ("JSON", "json"), ("text", "text"), ("", "text")])
+def test_log_format_from_environment(monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
+    monkeypatch.setenv("ROITRACK_LOG_FORMAT", value)
+
+    assert log_format_from_environment() == expected
+
+
+def test_log_format_rejects_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROITRACK_LOG_FORMAT", "xml")
+
+    with pytest.raises(SystemExit, match="ROITRACK_LOG_FORMAT='xml'"):
+        log_format_from_environment()
