@@ -44,6 +44,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class ConnectionErrorTracebacks(logging.Filter):
+    """Log a Kafka client's connection errors as one warning line, without the traceback.
+
+    kafka-python 3.0 logs a reset or refused broker connection with
+    ``log.exception`` and then reconnects by itself, so the traceback only hides
+    real errors. Other exceptions keep their traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], (ConnectionError, TimeoutError)):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {error!r}; the client reconnects"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def log_format_from_environment() -> LogFormat:
     """Read ``ROITRACK_LOG_FORMAT`` before the settings are loaded; raise SystemExit on a bad value."""
     value = os.environ.get(LOG_FORMAT_VARIABLE, "text").strip().lower() or "text"
@@ -64,3 +83,5 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     # kafka-python and aiokafka log every connection at INFO; keep their warnings only.
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Filters run on the logger that created the record, so this sits on the module's own logger.
+    logging.getLogger("kafka.net.transport").addFilter(ConnectionErrorTracebacks())

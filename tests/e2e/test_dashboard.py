@@ -23,8 +23,6 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
 from roitrack.settings import Settings
 from roitrack.topics import create_topics
@@ -65,7 +63,7 @@ def page_is_served(url: str) -> bool:
 
 
 def start_worker(make_settings: Callable[..., Settings], log_dir: Path) -> tuple[Settings, WorkerProcess, str]:
-    """Start a worker with its web server on a free port, once its topics and the alerts topic exist."""
+    """Start a worker with its web server on a free port, once its topics (the alerts topic too) exist."""
     settings = make_settings(
         web_enabled=True,
         web_port=free_port(),
@@ -74,11 +72,6 @@ def start_worker(make_settings: Callable[..., Settings], log_dir: Path) -> tuple
         conversion_idle_release_s=2.0,
     )
     create_topics(settings, settings.kafka_bootstrap)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="dashboard-test")
-    try:
-        admin.create_topics([NewTopic(settings.topic_alerts, num_partitions=1, replication_factor=1)])
-    finally:
-        admin.close()
     worker = WorkerProcess(settings, log_dir).start()
     base_url = f"http://127.0.0.1:{settings.web_port}"
     wait_for(lambda: page_is_served(f"{base_url}/dashboard"), WAIT_S, "the worker's web server", worker)

@@ -8,7 +8,7 @@ import sys
 import orjson
 import pytest
 
-from roitrack.logs import JsonFormatter, log_format_from_environment
+from roitrack.logs import JsonFormatter, configure_logging, log_format_from_environment
 
 
 def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -65,3 +65,28 @@ def test_log_format_rejects_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(SystemExit, match="ROITRACK_LOG_FORMAT='xml'"):
         log_format_from_environment()
+
+
+def test_kafka_connection_error_loses_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    configure_logging("info")
+    transport_log = logging.getLogger("kafka.net.transport")
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            transport_log.exception("%s: Error receiving network data closing socket", "<conn>")
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            transport_log.exception("unexpected")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+    output = capsys.readouterr().err
+    reset_line = next(line for line in output.splitlines() if "closing socket" in line)
+    assert "WARNING" in reset_line
+    assert "ConnectionResetError(104, 'Connection reset by peer')" in reset_line
+    assert output.count("Traceback") == 1, "only the ValueError keeps its traceback"
