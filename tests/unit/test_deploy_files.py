@@ -62,7 +62,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_compose_has_expected_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "redis", "topics", "worker", "collector"}
+    assert set(services) == {"kafka", "redis", "topics", "worker", "collector", "alerts"}
 
 
 def test_compose_roitrack_variables_are_settings(services: dict[str, dict[str, Any]]) -> None:
@@ -106,7 +106,11 @@ def test_compose_topics_and_workers_agree(services: dict[str, dict[str, Any]]) -
     assert environment_of(services["topics"]) == environment_of(services["worker"])
 
 
-@pytest.mark.parametrize(("service_name", "expected"), [("topics", ["topics", "create"]), ("worker", ["worker"])])
+@pytest.mark.parametrize(("service_name", "expected"), [
+    ("topics", ["topics", "create"]),
+    ("worker", ["worker"]),
+    ("alerts", ["alerts", "--rules", "/etc/roitrack/alerts.toml"]),
+])
 def test_compose_commands_parse(
     services: dict[str, dict[str, Any]], service_name: str, expected: list[str]
 ) -> None:
@@ -182,3 +186,21 @@ def test_dockerfile_installs_every_package() -> None:
     for path in ("pyproject.toml", project["project"]["readme"], *packages):
         assert f" {path}" in copied, f"deploy/Dockerfile does not copy {path}"
     assert 'ENTRYPOINT ["roitrack"]' in instructions
+
+
+def test_compose_alerts_rules_load(services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from roitrack.alerts import load_rules
+
+    service = services["alerts"]
+    mount = next(volume for volume in service["volumes"] if volume.endswith(":/etc/roitrack/alerts.toml:ro"))
+    rules_path = DEPLOY_DIR / mount.split(":")[0]
+    for variable in settings_env_names():
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment_of(service).items():
+        # Compose replaces ${NAME:-default} with the default when NAME is unset.
+        monkeypatch.setenv(variable, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value))
+
+    rule_set = load_rules(rules_path, load_settings())
+
+    assert len(rule_set.rules) == 4
+    assert rule_set.webhooks == {}

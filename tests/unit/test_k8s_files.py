@@ -23,7 +23,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is needed to parse deploy/k8s"
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 EXPECTED_KINDS = Counter({
-    "ConfigMap": 1, "Secret": 1, "Job": 1, "Deployment": 2, "Service": 1,
+    "ConfigMap": 2, "Secret": 1, "Job": 1, "Deployment": 3, "Service": 1,
     "ScaledObject": 1, "TriggerAuthentication": 1, "PodDisruptionBudget": 2,
 })
 #: Subcommand of each workload, as build_parser() parses its args.
@@ -31,6 +31,7 @@ EXPECTED_COMMANDS = {
     ("Job", "roitrack-topics"): ["topics", "create"],
     ("Deployment", "roitrack-worker"): ["worker"],
     ("Deployment", "roitrack-collector"): ["collector"],
+    ("Deployment", "roitrack-alerts"): ["alerts", "--rules", "/etc/roitrack/alerts.toml"],
 }
 #: KEDA's name of each SASL mechanism roitrack accepts.
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
@@ -83,7 +84,7 @@ def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def config_map(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    data: dict[str, Any] = one(documents, "ConfigMap")["data"]
+    data: dict[str, Any] = one(documents, "ConfigMap", "roitrack-config")["data"]
     return data
 
 
@@ -185,7 +186,7 @@ def test_k8s_commands_parse(documents: list[dict[str, Any]], kind: str, name: st
 
 
 def test_k8s_workloads_read_config_and_secret(documents: list[dict[str, Any]]) -> None:
-    config_name = one(documents, "ConfigMap")["metadata"]["name"]
+    config_name = one(documents, "ConfigMap", "roitrack-config")["metadata"]["name"]
     secret_name = one(documents, "Secret")["metadata"]["name"]
     for workload in workloads(documents):
         for container in containers(workload):
@@ -305,3 +306,23 @@ def test_keda_credentials_from_secret(documents: list[dict[str, Any]], secret: d
     for reference in references.values():
         assert reference["name"] == secret_name
         assert reference["key"] in secret
+
+
+def test_k8s_alert_rules_load(documents: list[dict[str, Any]], settings: Settings, tmp_path: Path) -> None:
+    from roitrack.alerts import load_rules
+
+    deployment = one(documents, "Deployment", "roitrack-alerts")
+    (container,) = containers(deployment)
+    (mount,) = container["volumeMounts"]
+    (volume,) = deployment["spec"]["template"]["spec"]["volumes"]
+    rules = one(documents, "ConfigMap", volume["configMap"]["name"])["data"]
+    rules_path = container["args"][container["args"].index("--rules") + 1]
+    assert rules_path.startswith(mount["mountPath"] + "/")
+    local_path = tmp_path / rules_path.rsplit("/", 1)[1]
+    local_path.write_text(rules[local_path.name])
+
+    rule_set = load_rules(local_path, settings)
+
+    assert len(rule_set.rules) == 4
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
