@@ -29,6 +29,7 @@ from streams.attribution import AttributionProcessor
 from streams.dashboard import register_dashboard
 from streams.metrics import WorkerMetrics
 from streams.records import Outgoing, Record
+from streams.reread import read_offset_ranges
 from streams.roi_agent import RoiProcessor
 from streams.state import Keys, StateStore, connect
 
@@ -102,11 +103,10 @@ class Pipeline:
         self.metrics = WorkerMetrics()
         self.redis = connect(settings)
         self.store = StateStore(self.redis, Keys(settings.redis_namespace), self.metrics)
-        # Per topic partition: the highest offset handed to an agent, and, while a
-        # rewind is under way, the offset above which records are leftovers of the
-        # old read position (see rewind).
+        # Per topic partition: the highest offset handed to an agent, and the
+        # offset ranges to read again because Redis lost their writes (see rewind).
         self._last_offset: dict[tuple[str, int], int] = {}
-        self._rewinding: dict[tuple[str, int], int] = {}
+        self._rereads: dict[tuple[str, int], tuple[int, int]] = {}
         self.attribution = AttributionProcessor(settings, self.store, self.send, self.touch_end_offset, self.rewind)
         self.roi = RoiProcessor(settings, self.store, self.send, self.rewind)
         self.person_topics = self.app.topic(
@@ -187,81 +187,96 @@ class Pipeline:
         return max(int(listed), int(fetched or 0))
 
     async def rewind(self, partition: int, targets: dict[str, int]) -> None:
-        """Seek the consumer of each topic's partition to a target offset.
+        """Schedule the messages from each target offset up to the last one handed out to be read again.
 
-        Records already fetched from the old position still reach the agent;
-        _fresh_records drops them until the offsets go back, which marks the
-        start of the second read.
+        The Faust consumer goes on from where it is: seeking it would race with
+        its fetch loop, which drops records below the highest offset it has
+        delivered. The agent instead reads the range with a consumer of its own
+        right after the current batch (_read_again), before the next batch.
         """
         for topic, offset in sorted(targets.items()):
-            tp = TP(topic, partition)
-            self._rewinding[(topic, partition)] = self._last_offset.get((topic, partition), -1)
-            try:
-                await self.app.consumer.seek(tp, offset)
-            except Exception as exc:  # noqa: BLE001  # e.g. the partition was revoked meanwhile: its next owner checks the gap itself
-                self._rewinding.pop((topic, partition), None)
-                log.warning("cannot rewind %s-%d to offset %d: %r", topic, partition, offset, exc)
+            position = (topic, partition)
+            end = self._last_offset.get(position)
+            if end is None or end < offset:
                 continue
-            log.warning("rewound %s-%d to offset %d to read it again", topic, partition, offset)
+            known = self._rereads.get(position)
+            start = offset if known is None else min(offset, known[0])
+            self._rereads[position] = (start, end if known is None else max(end, known[1]))
+            log.warning("will read %s-%d again from offset %d to %d", topic, partition, start, end)
 
-    def _fresh_records(self, records: list[Record]) -> list[Record]:
-        """Drop records fetched before a rewind, and note the highest offset seen per partition."""
-        last_offset = self._last_offset
-        rewinding = self._rewinding
-        kept = []
-        for record in records:
-            position = (record.topic, record.partition)
-            if rewinding:
-                mark = rewinding.get(position)
-                if mark is not None:
-                    if record.offset > mark:
-                        rewinding[position] = record.offset
-                        last_offset[position] = record.offset
-                        continue  # still the old read position
-                    del rewinding[position]
-            last_offset[position] = record.offset
-            kept.append(record)
-        return kept
+    async def _read_again(self, name: str, topics: set[str], handle: Callable[[Sequence[Record]], Awaitable[None]]) -> None:
+        """Apply the scheduled ranges of this agent's topics, in offset order, until none is left."""
+        while True:
+            due = {position: span for position, span in self._rereads.items() if position[0] in topics}
+            if not due:
+                return
+            for position in due:
+                del self._rereads[position]
+            try:
+                records = await read_offset_ranges(self.settings, due)
+            except RETRIABLE_ERRORS as exc:
+                for position, span in due.items():
+                    known = self._rereads.get(position, span)
+                    self._rereads[position] = (min(span[0], known[0]), max(span[1], known[1]))
+                log.warning("%s: reading messages again failed: %r; retrying in 1 s", name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            log.warning(
+                "%s: read %d message(s) again from %s", name, len(records),
+                ", ".join(f"{topic}-{partition}@{start}..{end}" for (topic, partition), (start, end) in sorted(due.items())),
+            )
+            if records:
+                await self._handle_until_done(name, records, handle)
 
     async def _consume(
-        self, name: str, stream: faust.StreamT[bytes], handle: Callable[[Sequence[Record]], Awaitable[None]]
+        self, name: str, stream: faust.StreamT[bytes], handle: Callable[[Sequence[Record]], Awaitable[None]],
+        topics: set[str],
     ) -> None:
         settings = self.settings
+        last_offset = self._last_offset
         # take_events exists on faust-streaming's Stream but not on its StreamT protocol.
         take_events = stream.take_events  # type: ignore[attr-defined]
         async for events in take_events(settings.batch_max_events, within=settings.batch_within_s):
-            records = self._fresh_records(_records(events))
-            if not records:
-                continue
-            delay_s = 0.5
-            while True:
-                started_s = time.perf_counter()
-                try:
-                    await handle(records)
-                    self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started_s)
-                    break
-                except RETRIABLE_ERRORS as exc:
-                    self.metrics.batch_failures.labels(name, "outage").inc()
-                    log.warning(
-                        "%s: batch of %d records failed: %r; retrying in %.1f s "
-                        "(check that Redis at %s and the brokers are reachable)",
-                        name, len(records), exc, delay_s, redacted_url(settings.redis_url),
-                        extra={"agent": name, "records": len(records), "retry_in_s": delay_s},
-                    )
-                except Exception:
-                    self.metrics.batch_failures.labels(name, "unexpected").inc()
-                    # Not an outage: most likely a bug. Skipping the batch would lose it
-                    # (its offsets would be passed), so it is retried until fixed.
-                    log.exception(
-                        "%s: batch of %d records failed unexpectedly; retrying in %.1f s. "
-                        "Report this with the traceback; the partition does not advance until it succeeds",
-                        name, len(records), delay_s,
-                        extra={"agent": name, "records": len(records), "retry_in_s": delay_s},
-                    )
-                if self.app.should_stop:
-                    self._exit_without_commit(name, len(records))
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, _RETRY_MAX_S)
+            records = _records(events)
+            for record in records:
+                last_offset[(record.topic, record.partition)] = record.offset
+            await self._handle_until_done(name, records, handle)
+            if self._rereads:
+                await self._read_again(name, topics, handle)
+
+    async def _handle_until_done(
+        self, name: str, records: Sequence[Record], handle: Callable[[Sequence[Record]], Awaitable[None]]
+    ) -> None:
+        settings = self.settings
+        delay_s = 0.5
+        while True:
+            started_s = time.perf_counter()
+            try:
+                await handle(records)
+                self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started_s)
+                return
+            except RETRIABLE_ERRORS as exc:
+                self.metrics.batch_failures.labels(name, "outage").inc()
+                log.warning(
+                    "%s: batch of %d records failed: %r; retrying in %.1f s "
+                    "(check that Redis at %s and the brokers are reachable)",
+                    name, len(records), exc, delay_s, redacted_url(settings.redis_url),
+                    extra={"agent": name, "records": len(records), "retry_in_s": delay_s},
+                )
+            except Exception:
+                self.metrics.batch_failures.labels(name, "unexpected").inc()
+                # Not an outage: most likely a bug. Skipping the batch would lose it
+                # (its offsets would be passed), so it is retried until fixed.
+                log.exception(
+                    "%s: batch of %d records failed unexpectedly; retrying in %.1f s. "
+                    "Report this with the traceback; the partition does not advance until it succeeds",
+                    name, len(records), delay_s,
+                    extra={"agent": name, "records": len(records), "retry_in_s": delay_s},
+                )
+            if self.app.should_stop:
+                self._exit_without_commit(name, len(records))
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RETRY_MAX_S)
 
     def _exit_without_commit(self, name: str, count: int) -> None:
         """Leave the process while a batch is still failing and the worker is stopping.
@@ -286,11 +301,13 @@ class Pipeline:
 
         @app.agent(self.person_topics, name="roitrack.attribute", concurrency=1)
         async def attribute(stream: faust.StreamT[bytes]) -> None:
-            await self._consume("attribute", stream, self.attribution.process)
+            await self._consume("attribute", stream, self.attribution.process,
+                                {settings.topic_touchpoints, settings.topic_conversions})
 
         @app.agent(self.campaign_topics, name="roitrack.roi", concurrency=1)
         async def aggregate(stream: faust.StreamT[bytes]) -> None:
-            await self._consume("roi", stream, self.roi.process)
+            await self._consume("roi", stream, self.roi.process,
+                                {settings.topic_credits, settings.topic_campaigns, settings.topic_spend})
 
         @app.timer(min(0.5, max(0.05, settings.conversion_settle_s / 4)), name="roitrack.release")  # type: ignore[untyped-decorator]  # faust's timer decorator is untyped
         async def release() -> None:
@@ -333,7 +350,7 @@ class Pipeline:
     def _forget(self, revoked: set[Any]) -> None:
         settings = self.settings
         for tp in revoked:
-            self._rewinding.pop((tp.topic, tp.partition), None)
+            self._rereads.pop((tp.topic, tp.partition), None)
             self._last_offset.pop((tp.topic, tp.partition), None)
         person = [tp.partition for tp in revoked if tp.topic in {settings.topic_touchpoints, settings.topic_conversions}]
         campaign = [tp.partition for tp in revoked if tp.topic in {settings.topic_credits, settings.topic_campaigns, settings.topic_spend}]

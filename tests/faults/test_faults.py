@@ -198,7 +198,7 @@ def test_redis_losing_last_writes(
         replay.join(60)
         log_lines = worker.log_text().splitlines()
         detections = [line for line in log_lines if "Redis lost writes" in line or "reading the" in line]
-        rewinds = [line for line in log_lines if "rewound" in line]
+        rewinds = [line for line in log_lines if "message(s) again from" in line]
         print("\n".join(outcome.problems[:8] + detections[:4] + rewinds[:4]))
         assert detections, "the worker did not notice that Redis lost writes"
         assert rewinds, "the worker did not read the lost messages again"
