@@ -7,8 +7,11 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 # Written after a successful install, so an interrupted install is retried.
 INSTALL_STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+# Extra options of `make bench`, for example BENCH_ARGS="--repeats 5".
+BENCH_ARGS ?=
 
-.PHONY: venv demo test lint test-faults test-fuzz
+.PHONY: venv demo test lint test-faults test-fuzz bench
 
 venv: $(INSTALL_STAMP)
 
@@ -27,7 +30,7 @@ test: venv
 
 lint: venv
 	$(VENV_PYTHON) -m mypy
-	$(VENV)/bin/ruff check schemas streams roitrack tests tools
+	$(VENV)/bin/ruff check schemas streams roitrack tests tools bench
 
 # The fault-injection and fuzz suites: minutes each, so not part of `make test`.
 test-faults: venv
@@ -35,3 +38,12 @@ test-faults: venv
 
 test-fuzz: venv
 	$(VENV_PYTHON) -m pytest -m fuzz
+
+# The benchmark harness (about 10 minutes on 2 cores); results go to artifacts/bench/.
+# See docs/benchmarks.md.
+$(BENCH_STAMP): $(INSTALL_STAMP)
+	$(VENV_PYTHON) -m pip install -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
