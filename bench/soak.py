@@ -1,6 +1,6 @@
 """Soak benchmark: run one worker under steady live traffic and watch its memory and Redis.
 
-Usage: ``.venv/bin/python bench/soak.py --duration-s 600`` (``--help`` lists the options).
+Usage: ``.venv/bin/python -m bench.soak --duration-s 600`` (``--help`` lists the options).
 
 The run starts an embedded tansu broker on a free loopback port (unless
 ROITRACK_KAFKA_BOOTSTRAP is set), uses Redis at ROITRACK_REDIS_URL (default
@@ -54,14 +54,14 @@ from roitrack.embedded import EmbeddedBroker, LocalRedis, free_port, redacted_ur
 from roitrack.replay import Replayer, make_producer
 from roitrack.settings import Settings, load_settings
 from roitrack.topics import create_topics
-from soak_probe import Probe, Sample, key_kinds, machine_facts
-from soak_sampler import Sampler
-from soak_setup import (
+from bench.soak_probe import Probe, Sample, key_kinds, machine_facts
+from bench.soak_sampler import Sampler
+from bench.soak_setup import (
     REPO_ROOT, delete_namespace, reported_settings, soak_settings, source_revision, start_worker, stop_worker,
     warm_up_clicks,
 )
-from soak_summary import DEFAULT_GROWTH_LIMIT, RunFacts, build_summary, exact_checks, print_summary
-from soak_traffic import LiveTraffic, TrafficCounts, campaign_events
+from bench.soak_summary import DEFAULT_GROWTH_LIMIT, RunFacts, build_summary, exact_checks, print_summary
+from bench.soak_traffic import LiveTraffic, TrafficCounts, campaign_events
 from streams.state import Keys
 
 log = logging.getLogger("soak")

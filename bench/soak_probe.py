@@ -240,7 +240,7 @@ class Probe:
         pattern = f"{self.settings.redis_namespace}:*"
         while True:
             cursor, page = self.client.scan(cursor=cursor, match=pattern, count=_SCAN_PAGE)
-            measured: list[tuple[bytes, int]] = []
+            measured: list[tuple[bytes | str, int]] = []
             for key in page:
                 name = key.decode() if isinstance(key, bytes) else str(key)
                 if key_kind(self.settings.redis_namespace, name) not in SAMPLED_KINDS:

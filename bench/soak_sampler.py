@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from soak_probe import Probe, Sample, take_sample
-from soak_summary import mib
+from bench.soak_probe import Probe, Sample, take_sample
+from bench.soak_summary import mib
 
 log = logging.getLogger(__name__)
 

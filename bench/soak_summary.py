@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from soak_probe import Counters, Sample
-from soak_traffic import TrafficCounts
+from bench.soak_probe import Counters, Sample
+from bench.soak_traffic import TrafficCounts
 
 #: A memory series counts as stable when its least-squares line over the second
 #: half of the soak grows by less than this share of the line's value at the
