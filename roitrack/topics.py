@@ -60,6 +60,7 @@ def _topic_layout(settings: Settings) -> list[tuple[str, str]]:
         (settings.topic_spend, campaign),
         (settings.topic_credits, campaign),
         (settings.topic_roi_updates, campaign),
+        (settings.topic_deal_events, campaign),
     ]
 
 

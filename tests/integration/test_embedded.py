@@ -199,6 +199,7 @@ def test_topic_specs_partition_settings() -> None:
         "spend": 3,
         "credits": 3,
         "roi-updates": 3,
+        "deal-events": 3,
     }
 
 
