@@ -108,11 +108,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from roitrack.demo import DemoOptions, run_demo
 
+    if args.batch_size < 1:
+        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.synthetic:
+        return _synthetic_demo(args)
     for option, value in (("--journeys", args.journeys), ("--campaigns", args.campaigns)):
         if not Path(value).is_file():
             raise SystemExit(f"{option} file not found: {value}")
-    if args.batch_size < 1:
-        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
     options = DemoOptions(
         summary_path=Path(args.summary) if args.summary else None,
         batch_size=args.batch_size,
@@ -123,6 +125,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         campaigns=Path(args.campaigns),
     )
     return run_demo(options)
+
+
+def _synthetic_demo(args: argparse.Namespace) -> int:
+    from roitrack.synthetic_demo import SyntheticOptions, run_synthetic_demo
+
+    if args.people < 40:
+        raise SystemExit(f"--people must be at least 40, got {args.people}")
+    options = SyntheticOptions(
+        seed=args.seed,
+        people=args.people,
+        summary_path=Path(args.summary) if args.summary else None,
+        ground_truth_path=Path(args.ground_truth) if args.ground_truth else None,
+        batch_size=args.batch_size,
+        rate_per_s=args.rate,
+        keep_state=args.keep_state,
+        timeout_s=args.timeout,
+    )
+    return run_synthetic_demo(options)
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
@@ -273,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--rate", type=float, default=0.0, help="maximum events per second; 0 means no limit (default: 0)")
     replay.set_defaults(handler=_cmd_replay)
 
-    demo = commands.add_parser("demo", help="replay the journey dataset end to end on an embedded broker")
+    demo = commands.add_parser(
+        "demo", help="replay the journey dataset, or a synthetic social day, end to end on an embedded broker",
+    )
     demo.add_argument("--summary", help="write a JSON summary to this path")
     demo.add_argument("--batch-size", type=int, default=50, help="events packed per Kafka message (default: 50)")
     demo.add_argument("--rate", type=float, default=0.0, help="maximum events per second; 0 means no limit (default: 0)")
@@ -281,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-state", action="store_true", help="keep the demo's Redis keys after it ends")
     demo.add_argument("--journeys", default=str(JOURNEYS_FILE), help="journey CSV to replay (default: the bundled dataset)")
     demo.add_argument("--campaigns", default=str(CAMPAIGNS_FILE), help="campaigns TOML with spend and margins (default: the bundled file)")
+    demo.add_argument(
+        "--synthetic", action="store_true",
+        help="replay a generated day of social traffic instead of the journey dataset, and check it against its ground truth",
+    )
+    demo.add_argument("--seed", type=int, default=1, help="--synthetic: seed of the generated day (default: 1)")
+    demo.add_argument("--people", type=int, default=400, help="--synthetic: people in the crowd, at least 40 (default: 400)")
+    demo.add_argument("--ground-truth", help="--synthetic: write the expected figures to this JSON file")
     demo.set_defaults(handler=_cmd_demo)
 
     schemas = commands.add_parser("schemas", help="export JSON Schema for every event and output model")

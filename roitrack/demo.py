@@ -68,11 +68,12 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 class RoiBoard:
-    """Latest lifetime RoiUpdate per campaign, read from the roi-updates topic."""
+    """Latest lifetime RoiUpdate per campaign, and every deal event, read from their topics."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.latest: dict[str, dict[str, Any]] = {}
+        self.deal_events: dict[str, dict[str, Any]] = {}
         self.updates = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -88,6 +89,7 @@ class RoiBoard:
     def _run(self) -> None:
         consumer = KafkaConsumer(
             self.settings.topic_roi_updates,
+            self.settings.topic_deal_events,
             bootstrap_servers=self.settings.require_kafka().split(","),
             group_id=None,
             auto_offset_reset="earliest",
@@ -103,6 +105,11 @@ class RoiBoard:
             consumer.close()
 
     def _apply(self, update: dict[str, Any]) -> None:
+        if update.get("type") in ("deal_activated", "deal_expired", "advocate_reward"):
+            with self._lock:
+                # Repeated deal events carry the same event id.
+                self.deal_events[update["event_id"]] = update
+            return
         if update.get("window") != "lifetime":
             return
         with self._lock:
@@ -115,6 +122,10 @@ class RoiBoard:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return dict(self.latest)
+
+    def deal_event_list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return sorted(self.deal_events.values(), key=lambda event: (event["deal_id"], event["type"], event["event_id"]))
 
     def attributed_conversions(self) -> Decimal:
         return sum(
@@ -217,67 +228,91 @@ def _delete_namespace(client: SyncRedisClient, namespace: str) -> int:
     return deleted
 
 
-def run_demo(options: DemoOptions) -> int:
-    console = Console()
+@dataclass(frozen=True)
+class DemoServices:
+    """The broker, Redis namespace, topics and worker of one demo run."""
+
+    settings: Settings
+    client: SyncRedisClient
+    worker: "subprocess.Popen[bytes]"
+    worker_dir: Path
+    worker_log: Path
+
+
+def start_services(stack: ExitStack, console: Console, keep_state: bool) -> DemoServices:
+    """Start or reach the broker and Redis, create run-scoped topics and start a worker.
+
+    Everything started is stopped, and the run's Redis keys deleted unless
+    ``keep_state``, when ``stack`` closes.
+    """
     base = load_settings()
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    overrides: dict[str, Any] = {}
+    bootstrap = base.kafka_bootstrap
+    if not bootstrap:
+        console.print("starting the embedded Kafka broker (tansu) ...")
+        broker = EmbeddedBroker()
+        bootstrap = broker.start()
+        stack.callback(broker.stop)
+        # A group join on tansu takes about half the session timeout.
+        overrides.update(consumer_session_timeout_s=6.0, consumer_heartbeat_s=1.0)
+        # The embedded broker listens in plain text without authentication.
+        overrides.update(
+            kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism="", kafka_sasl_username="",
+            kafka_sasl_password="", kafka_ssl_cafile="", kafka_ssl_certfile="", kafka_ssl_keyfile="",
+        )
+        console.print(f"  broker on {bootstrap}")
+    local_redis = LocalRedis()
+    redis_url = local_redis.ensure(base.redis_url, ssl_cafile=base.redis_ssl_cafile)
+    stack.callback(local_redis.stop)
+    if local_redis.started:
+        # The local server is standalone and without TLS.
+        overrides.update(redis_cluster=False, redis_ssl_cafile="")
+    console.print(f"Redis: {'started a local redis-server' if local_redis.started else 'using the configured server'}")
+
+    suffix = f"-demo-{run_id}"
+    topic_overrides = {
+        name: getattr(base, name) + suffix for name in Settings.model_fields if name.startswith("topic_")
+    }
+    settings = base.model_copy(update={
+        **overrides, **topic_overrides,
+        "kafka_bootstrap": bootstrap,
+        "redis_url": redis_url,
+        "redis_namespace": f"{base.redis_namespace}-demo-{run_id}",
+        "app_id": f"{base.app_id}{suffix}",
+    })
+    created = create_topics(settings, bootstrap)
+    console.print(f"created {len(created)} topics with suffix {suffix}")
+
+    client = sync_redis_client(settings)
+    stack.callback(client.close)
+    if not keep_state:
+        stack.callback(_delete_namespace, client, settings.redis_namespace)
+
+    worker_dir = Path(tempfile.mkdtemp(prefix="roitrack-demo-"))
+    worker_log = worker_dir / "worker.log"
+    log_handle = worker_log.open("wb")
+    stack.callback(log_handle.close)
+    env = {**os.environ, **settings_environment(settings)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "roitrack", "--log-level", "info", "worker"],
+        env=env, stdout=log_handle, stderr=subprocess.STDOUT,
+    )
+    stack.callback(_stop_worker, worker, console)
+    console.print(f"worker started (pid {worker.pid}); log: {worker_log}")
+
+    return DemoServices(settings, client, worker, worker_dir, worker_log)
+
+
+def run_demo(options: DemoOptions) -> int:
+    console = Console()
     started = time.monotonic()
 
     with ExitStack() as stack:
-        overrides: dict[str, Any] = {}
-        bootstrap = base.kafka_bootstrap
-        if not bootstrap:
-            console.print("starting the embedded Kafka broker (tansu) ...")
-            broker = EmbeddedBroker()
-            bootstrap = broker.start()
-            stack.callback(broker.stop)
-            # A group join on tansu takes about half the session timeout.
-            overrides.update(consumer_session_timeout_s=6.0, consumer_heartbeat_s=1.0)
-            # The embedded broker listens in plain text without authentication.
-            overrides.update(
-                kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism="", kafka_sasl_username="",
-                kafka_sasl_password="", kafka_ssl_cafile="", kafka_ssl_certfile="", kafka_ssl_keyfile="",
-            )
-            console.print(f"  broker on {bootstrap}")
-        local_redis = LocalRedis()
-        redis_url = local_redis.ensure(base.redis_url, ssl_cafile=base.redis_ssl_cafile)
-        stack.callback(local_redis.stop)
-        if local_redis.started:
-            # The local server is standalone and without TLS.
-            overrides.update(redis_cluster=False, redis_ssl_cafile="")
-        console.print(f"Redis: {'started a local redis-server' if local_redis.started else 'using the configured server'}")
-
-        suffix = f"-demo-{run_id}"
-        topic_overrides = {
-            name: getattr(base, name) + suffix for name in Settings.model_fields if name.startswith("topic_")
-        }
-        settings = base.model_copy(update={
-            **overrides, **topic_overrides,
-            "kafka_bootstrap": bootstrap,
-            "redis_url": redis_url,
-            "redis_namespace": f"{base.redis_namespace}-demo-{run_id}",
-            "app_id": f"{base.app_id}{suffix}",
-        })
-        created = create_topics(settings, bootstrap)
-        console.print(f"created {len(created)} topics with suffix {suffix}")
-
-        client = sync_redis_client(settings)
-        stack.callback(client.close)
-        if not options.keep_state:
-            stack.callback(_delete_namespace, client, settings.redis_namespace)
-
-        worker_dir = Path(tempfile.mkdtemp(prefix="roitrack-demo-"))
-        worker_log = worker_dir / "worker.log"
-        log_handle = worker_log.open("wb")
-        stack.callback(log_handle.close)
-        env = {**os.environ, **settings_environment(settings)}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "roitrack", "--log-level", "info", "worker"],
-            env=env, stdout=log_handle, stderr=subprocess.STDOUT,
+        services = start_services(stack, console, options.keep_state)
+        settings, client, worker, worker_log = (
+            services.settings, services.client, services.worker, services.worker_log,
         )
-        stack.callback(_stop_worker, worker, console)
-        console.print(f"worker started (pid {worker.pid}); log: {worker_log}")
-
         board = RoiBoard(settings)
         board.start()
         stack.callback(board.stop)

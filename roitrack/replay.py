@@ -24,7 +24,7 @@ from kafka.errors import MessageSizeTooLargeError
 
 from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
-from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, TOUCHPOINT_TYPES
+from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, DEFINITION_TYPES, TOUCHPOINT_TYPES
 from streams.state import partition_for_key
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def route(settings: Settings, raw: bytes, event: Any) -> Routed:
             return Routed(settings.topic_conversions, person.encode(), raw, True, True)
         campaign = event.get("campaign_id")
         if event_type in CAMPAIGN_TYPES and isinstance(campaign, str):
-            topic = settings.topic_campaigns if event_type == "campaign" else settings.topic_spend
+            topic = settings.topic_campaigns if event_type in DEFINITION_TYPES else settings.topic_spend
             return Routed(topic, campaign.encode(), raw, False, True)
     return Routed(settings.topic_touchpoints, b"unroutable", raw, False, False)
 

@@ -116,18 +116,28 @@ class Settings(BaseSettings):
     # --- Topics ----------------------------------------------------------
     topic_touchpoints: str = Field("touchpoints", description="Input topic of clicks, social touchpoints and check-ins, keyed by person.")
     topic_conversions: str = Field("conversions", description="Input topic of purchases and coupon redemptions, keyed by person.")
-    topic_campaigns: str = Field("campaigns", description="Input topic of campaign definitions, keyed by campaign id.")
-    topic_spend: str = Field("spend", description="Input topic of campaign spend, keyed by campaign id.")
-    topic_credits: str = Field("credits", description="Internal topic of per-campaign conversion credits, keyed by campaign id.")
+    topic_campaigns: str = Field("campaigns", description="Input topic of campaign and group-buy deal definitions, keyed by campaign id.")
+    topic_spend: str = Field(
+        "spend", description="Input topic of campaign spend, impressions and follower counts, keyed by campaign id."
+    )
+    topic_credits: str = Field(
+        "credits",
+        description="Internal topic of per-campaign conversion credits, engagements and referrals, keyed by campaign id.",
+    )
     topic_attributions: str = Field("attributions", description="Output topic: one Attribution per conversion, keyed by person.")
     topic_roi_updates: str = Field("roi-updates", description="Output topic of rolling RoiUpdate records, keyed by campaign id.")
+    topic_deal_events: str = Field(
+        "deal-events",
+        description="Output topic of deal activations, deal expiries and advocate rewards, keyed by campaign id.",
+    )
     topic_dead_letters: str = Field("dead-letters", description="Output topic of rejected messages with the reason, keyed like the source message.")
     topic_alerts: str = Field("alerts", description="Output topic of `roitrack alerts`: one Alert per fired or resolved breach, keyed by campaign id.")
     person_partitions: int = Field(
         8, ge=1, le=10_000, description="Partitions of the person-keyed topics (touchpoints, conversions, attributions) and of dead-letters."
     )
     campaign_partitions: int = Field(
-        4, ge=1, le=10_000, description="Partitions of the campaign-keyed topics (campaigns, spend, credits, roi-updates, alerts)."
+        4, ge=1, le=10_000,
+        description="Partitions of the campaign-keyed topics (campaigns, spend, credits, roi-updates, alerts, deal-events).",
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor used by `roitrack topics create`.")
 
@@ -274,6 +284,34 @@ class Settings(BaseSettings):
             "a report period is counted in whole buckets."
         ),
     )
+
+    # --- Referrals and group-buy deals --------------------------------------
+    referral_code_wait_s: float = Field(
+        300.0,
+        ge=0, le=7 * 86400,
+        description=(
+            "Seconds of wall time a click, sign-up or purchase with a referral code waits for the "
+            "share that registers the code, which another partition may apply later. After that "
+            "the referral goes to the dead-letter topic; the event itself still counts."
+        ),
+    )
+    advocate_reward_min_buyers: int = Field(
+        3,
+        ge=1, le=1_000_000,
+        description=(
+            "People an advocate shared a deal with who must buy it before the advocate gets the "
+            "deal free; counted once the deal is active."
+        ),
+    )
+    deal_expiry_grace_s: int = Field(
+        300,
+        ge=0, le=7 * 86400,
+        description=(
+            "Seconds of event time after a deal's deadline before it expires, so purchases made "
+            "before the deadline that reach the campaign partition late still count."
+        ),
+    )
+    top_advocates: int = Field(5, ge=0, le=1000, description="Advocates listed per campaign in the lifetime RoiUpdate.")
 
     # --- Worker ----------------------------------------------------------
     app_id: str = Field("roitrack", description="Faust application id; also the Kafka consumer group id.")
@@ -506,7 +544,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "topic_touchpoints", "topic_conversions", "topic_campaigns", "topic_spend",
-        "topic_credits", "topic_attributions", "topic_roi_updates", "topic_dead_letters", "topic_alerts", "app_id",
+        "topic_credits", "topic_attributions", "topic_roi_updates", "topic_deal_events", "topic_dead_letters",
+        "topic_alerts", "app_id",
     )
     @classmethod
     def _check_kafka_name(cls, value: str) -> str:

@@ -61,6 +61,7 @@ def _topic_layout(settings: Settings) -> list[tuple[str, str]]:
         (settings.topic_credits, campaign),
         (settings.topic_roi_updates, campaign),
         (settings.topic_alerts, campaign),
+        (settings.topic_deal_events, campaign),
     ]
 
 

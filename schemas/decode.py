@@ -36,7 +36,11 @@ def _dumps_or_repr(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except TypeError:
-        return repr(value)[:_RAW_FALLBACK_CHARS].encode("utf-8", errors="replace")
+        try:
+            return repr(value)[:_RAW_FALLBACK_CHARS].encode("utf-8", errors="replace")
+        except RecursionError:
+            # orjson reads 1,024 levels, but repr() stops at Python's recursion limit (1,000 by default).
+            return b"(nested too deeply to show)"
 
 
 _RAW_FALLBACK_CHARS = 4096

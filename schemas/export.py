@@ -8,8 +8,31 @@ from typing import Any
 import orjson
 
 from schemas.common import StrictModel
-from schemas.events import Campaign, CheckIn, Click, CouponRedemption, Identify, Purchase, SocialTouch, Spend
-from schemas.outputs import Alert, Attribution, CampaignCredit, DeadLetter, RoiUpdate
+from schemas.events import (
+    Campaign,
+    CheckIn,
+    Click,
+    CouponRedemption,
+    Deal,
+    FollowerSnapshot,
+    Identify,
+    Impressions,
+    Purchase,
+    SocialTouch,
+    Spend,
+)
+from schemas.outputs import (
+    AdvocateReward,
+    Alert,
+    Attribution,
+    CampaignCredit,
+    DeadLetter,
+    DealActivated,
+    DealExpired,
+    EngagementFact,
+    ReferralFact,
+    RoiUpdate,
+)
 
 EXPORTED_MODELS: tuple[type[StrictModel], ...] = (
     Click,
@@ -19,10 +42,18 @@ EXPORTED_MODELS: tuple[type[StrictModel], ...] = (
     CouponRedemption,
     Purchase,
     Campaign,
+    Deal,
     Spend,
+    Impressions,
+    FollowerSnapshot,
     Attribution,
     CampaignCredit,
+    EngagementFact,
+    ReferralFact,
     RoiUpdate,
+    DealActivated,
+    DealExpired,
+    AdvocateReward,
     DeadLetter,
     Alert,
 )

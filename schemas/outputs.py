@@ -1,4 +1,4 @@
-"""Output records: attributions, ROI updates, credits and dead letters."""
+"""Output records: attributions, ROI updates, credits, social facts, deal events and dead letters."""
 
 from __future__ import annotations
 
@@ -61,7 +61,12 @@ class Attribution(StrictModel):
     revenue: Money
     currency: Currency
     default_model: AttributionModel
-    basis: Literal["coupon", "touchpoints", "unattributed"]
+    basis: Literal["coupon", "deal", "referral", "touchpoints", "unattributed"] = Field(
+        description=(
+            "coupon, deal or referral: the whole conversion goes to the campaign of its deal, coupon code "
+            "or referral code, in that order of precedence"
+        ),
+    )
     credits: dict[AttributionModel, list[Credit]]
     touchpoints: list[TouchpointRef]
 
@@ -79,6 +84,50 @@ class CampaignCredit(StrictModel):
     event_time: AwareDatetime
     weights: dict[AttributionModel, Amount]
     revenue: dict[AttributionModel, Amount]
+    deal_id: Id | None = Field(
+        None, description="set on the credit of a deal purchase, which counts only once the deal is active",
+    )
+    person_id: Id | None = Field(None, description="the buyer; set on the credit of a deal purchase")
+
+
+EngagementKind = Literal["like", "share", "comment", "follow"]
+FactId = Annotated[str, Field(
+    min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$",
+    description="SHA-256 hex of the source event's ids; repeated facts are dropped by it",
+)]
+
+
+class EngagementFact(StrictModel):
+    """An engagement, forwarded from its person partition to its campaign's partition on the credits topic."""
+
+    type: Literal["engagement"] = "engagement"
+    fact_id: FactId
+    campaign_id: Id
+    channel: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: EngagementKind
+    event_time: AwareDatetime
+    advocate_id: Id | None = Field(None, description="the sharer of a deal; set on a share with a deal_id")
+    deal_id: Id | None = None
+
+
+class ReferralFact(StrictModel):
+    """A referral decided on the referred person's partition, forwarded to the campaign's partition."""
+
+    type: Literal["referral"] = "referral"
+    fact_id: FactId
+    campaign_id: Id
+    advocate_id: Id
+    person_id: Id = Field(description="the referred person")
+    action: Literal["click", "signup", "purchase"]
+    with_code: bool = Field(description="the event carried the advocate's referral code")
+    outcome: Literal["credited", "self", "repeat"] = Field(
+        description="self: the advocate referred themselves; repeat: the person was referred by another advocate first",
+    )
+    new_person: bool = Field(description="the first credited referral of this person for this campaign")
+    new_customer: bool = Field(description="the person's first purchase, landed through this advocate")
+    revenue: Amount = Field(description="amount of the first purchase when new_customer, else 0")
+    deal_id: Id | None = Field(None, description="the deal bought, on a purchase of a deal")
+    event_time: AwareDatetime
 
 
 class ModelFigures(StrictModel):
@@ -110,6 +159,129 @@ class RoiUpdate(StrictModel):
     cpa: Amount | None
     models: dict[AttributionModel, ModelFigures]
     emitted_at: AwareDatetime
+    engagement: "EngagementFigures | None" = Field(None, description="engagement in the window")
+    referrals: "ReferralFigures | None" = Field(None, description="lifetime; set in the lifetime update only")
+    deals: "list[DealFigures] | None" = Field(None, description="lifetime; set in the lifetime update only")
+
+
+class EngagementFigures(StrictModel):
+    """A campaign's engagement in one window."""
+
+    engagements: dict[EngagementKind, int] = Field(description="count per kind")
+    total: int = Field(ge=0)
+    impressions: int = Field(ge=0, description="from Impressions reports, spread evenly over each report's period")
+    engagement_rate: Amount | None = Field(description="engagements / impressions; null without impressions")
+    cost_per_engagement: Amount | None = Field(description="spend / engagements; null without engagements")
+    follower_growth: int = Field(description="per account and channel, the last count in the window minus the count before it, summed")
+    followers: int | None = Field(description="sum of the latest follower count of each account and channel; null without snapshots")
+
+
+class AdvocateFigures(StrictModel):
+    """One advocate's referrals for a campaign."""
+
+    advocate_id: Id
+    referred_people: int = Field(ge=0)
+    new_customers: int = Field(ge=0)
+    revenue: Amount = Field(description="first purchases of the advocate's new customers")
+
+
+class ReferralFigures(StrictModel):
+    """A campaign's word-of-mouth referrals, lifetime."""
+
+    referred_people: int = Field(ge=0)
+    clicks: int = Field(ge=0, description="credited clicks that carried a referral code")
+    signups: int = Field(ge=0, description="credited sign-ups that carried a referral code")
+    purchases: int = Field(ge=0, description="credited purchases that carried a referral code")
+    new_customers: int = Field(ge=0, description="referred people whose first purchase followed the referral")
+    revenue: Amount = Field(description="first purchases of the new customers")
+    self_referrals_rejected: int = Field(ge=0)
+    repeat_referrals_rejected: int = Field(ge=0, description="codes of a second advocate for an already referred person")
+    top_advocates: list[AdvocateFigures] = Field(description="by new customers, then revenue, then referred people")
+
+
+class DealFigures(StrictModel):
+    """A group-buy deal's state and money, lifetime."""
+
+    deal_id: Id
+    name: str | None
+    status: Literal["open", "active", "expired"]
+    price: Amount
+    threshold: int
+    deadline: AwareDatetime
+    buyers: int = Field(ge=0, description="distinct buyers")
+    pending_purchases: int = Field(ge=0, description="purchases held until the deal activates or expires")
+    pending_amount: Amount
+    purchases: int = Field(ge=0, description="purchases counted as revenue")
+    revenue: Amount
+    refunds: int = Field(ge=0)
+    refunded_amount: Amount
+    rewards: int = Field(ge=0, description="advocates who got the deal free")
+    reward_cost: Amount = Field(description="price times rewards; counted as campaign spend")
+
+
+class Refund(StrictModel):
+    """A purchase of an expired deal, to be paid back."""
+
+    conversion_id: Id
+    person_id: Id
+    amount: Amount
+    event_time: AwareDatetime
+
+
+DealEventId = Annotated[str, Field(
+    min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$",
+    description="SHA-256 hex of the event type, deal id and advocate id; the same event always has the same id",
+)]
+
+
+class DealActivated(StrictModel):
+    """A group-buy deal reached its buyer threshold before its deadline; its purchases count as revenue."""
+
+    type: Literal["deal_activated"] = "deal_activated"
+    event_id: DealEventId
+    deal_id: Id
+    campaign_id: Id
+    threshold: int
+    buyers: int
+    purchases: int
+    revenue: Amount
+    currency: Currency
+    activated_at: AwareDatetime = Field(
+        description="event time of the threshold-th buyer among the buyers counted when the deal activated",
+    )
+    emitted_at: AwareDatetime
+
+
+class DealExpired(StrictModel):
+    """A group-buy deal passed its deadline below its threshold; its purchases are refunded."""
+
+    type: Literal["deal_expired"] = "deal_expired"
+    event_id: DealEventId
+    deal_id: Id
+    campaign_id: Id
+    threshold: int
+    buyers: int
+    deadline: AwareDatetime
+    refunds: list[Refund]
+    refunded_amount: Amount
+    currency: Currency
+    expired_at: AwareDatetime = Field(description="event time of the campaign partition when the deal expired")
+    emitted_at: AwareDatetime
+
+
+class AdvocateReward(StrictModel):
+    """An advocate gets a deal free: enough of the people they shared it with bought it."""
+
+    type: Literal["advocate_reward"] = "advocate_reward"
+    event_id: DealEventId
+    deal_id: Id
+    campaign_id: Id
+    advocate_id: Id
+    referred_buyers: list[Id]
+    reward: Amount = Field(description="the deal's price; counted as campaign spend")
+    currency: Currency
+    rewarded_at: AwareDatetime = Field(description="event time at which the reward was earned")
+    emitted_at: AwareDatetime
 
 
 class FieldError(StrictModel):
@@ -134,6 +306,9 @@ class DeadLetter(StrictModel):
     payload: str = Field(description="raw payload, truncated to the configured size")
     payload_truncated: bool
     rejected_at: AwareDatetime
+
+
+RoiUpdate.model_rebuild()
 
 
 AlertRuleKind = Literal["roi_below", "cpa_above", "spend_without_conversions", "sudden_drop"]

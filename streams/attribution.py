@@ -49,6 +49,7 @@ from streams.crediting import (
 )
 from streams.quality import FloodCheck, is_bot
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
+from streams.referrals import PersonSocial, QueuedReferral
 from streams.release import Releaser
 from streams.state import (
     FencedBatch,
@@ -117,6 +118,7 @@ class PartitionState:
     last_touch_arrival_s: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     continuity_checked: set[str] = field(default_factory=set)
+    referrals: dict[bytes, QueuedReferral] = field(default_factory=dict)  # see streams.referrals
 
 
 @dataclass(slots=True)
@@ -126,6 +128,7 @@ class TouchCandidate:
     member: str
     time_ms: int
     touch_class: str
+    record: Record | None = None
 
 
 @dataclass(slots=True)
@@ -143,6 +146,9 @@ class BatchPlan:
     events_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     duplicates_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     event_index: int | None = None  # position of the event being classified inside a batch message
+    # Events that streams.referrals needs and that are not stored as touchpoints:
+    # engagements of kinds attribution ignores, and sign-ups with a referral code.
+    social: list[tuple[SocialTouch | Identify, Record]] = field(default_factory=list)
 
 
 class AttributionProcessor:
@@ -177,6 +183,7 @@ class AttributionProcessor:
         self.stats: dict[str, int] = defaultdict(int)
         self.flood = FloodCheck(settings, store)
         self.releaser = Releaser(self, touch_end_offset)
+        self.social = PersonSocial(settings, store, send, self.releaser)
         if not settings.pii_salt:
             log.warning(
                 "ROITRACK_PII_SALT is empty: e-mail and phone hashes are unsalted and can be "
@@ -206,6 +213,7 @@ class AttributionProcessor:
                 members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
             for member in members:
                 state.pending[member] = decode_pending(member, now_s)
+            await self.social.load(partition, state)
             self.partitions[partition] = state
             log.info(
                 "loaded person partition=%d offsets=%s pending=%d watermark_ms=%d",
@@ -239,6 +247,7 @@ class AttributionProcessor:
                         continue
                     await self._ingest(partition, state, partition_records)
                     await self._release(partition, state)
+                    await self.social.resolve(partition, state)
                 except BaseException:
                     # Reload from Redis on the next batch rather than trust a half-updated cache.
                     self.partitions.pop(partition, None)
@@ -341,6 +350,8 @@ class AttributionProcessor:
 
         if isinstance(event, Identify):
             plan.links.append((event.user_id, event.anonymous_id))  # type: ignore[arg-type]  # Identify requires both ids
+            if event.referral_code is not None:
+                plan.social.append((event, record))
             return
         if isinstance(event, (Purchase, CouponRedemption)):
             problem = self._conversion_problem(event)
@@ -354,12 +365,16 @@ class AttributionProcessor:
         touch = self._touch_member(event)
         if touch is None:
             plan.counts["touchpoints_ignored"] += 1
+            if isinstance(event, SocialTouch) and not is_bot(event.user_agent, settings.bot_user_agent_patterns):
+                plan.social.append((event, record))  # still an engagement of its campaign
             return
         member, touch_class = touch
         if is_bot(event.user_agent, settings.bot_user_agent_patterns):
             plan.counts["touchpoints_bot"] += 1
             return
-        plan.touches.append(TouchCandidate(event, self.keys.touchpoints(partition, event.person_id), member, time_ms, touch_class))
+        plan.touches.append(TouchCandidate(
+            event, self.keys.touchpoints(partition, event.person_id), member, time_ms, touch_class, record,
+        ))
 
     async def _drop_repeats(self, partition: int, plan: BatchPlan) -> list[PendingConversion]:
         """Remove touchpoints already stored and conversions already seen; return new pending conversions."""
@@ -416,6 +431,13 @@ class AttributionProcessor:
         with self.metrics.redis("flood_check"):
             plan.touches, flooded = await self.flood.filter(partition, plan.touches)
         plan.counts["clicks_flood"] += flooded
+        social = await self.social.prepare(partition, plan, new_pending)
+        new_pending = social.pending
+        plan.dead.extend(social.dead)
+        for name, value in social.counts.items():
+            plan.counts[name] += value
+        # Facts are dropped by id downstream, so sending them again after a crash is harmless.
+        await self.send(social.facts)
 
         if plan.dead:
             # Dead letters go out before the offsets move, so a crash cannot lose them.
@@ -464,6 +486,7 @@ class AttributionProcessor:
         for name, value in sorted(counts.items()):
             if value:
                 batch.command("HINCRBY", stats_key, name, value)
+        self.social.write(batch, partition, social)
         if watermark_ms != state.watermark_ms:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
         for topic, latest_ms in plan.max_event_ms.items():
@@ -490,6 +513,7 @@ class AttributionProcessor:
             state.last_touch_arrival_s = time.monotonic()
         for pending in new_pending:
             state.pending[pending.member] = pending
+        self.social.applied(state, social)
         for name, value in counts.items():
             self.stats[name] += value
         self._count_batch(plan, counts)
@@ -551,6 +575,10 @@ class AttributionProcessor:
             "coupon": event.coupon_code,
             "t": epoch_ms(event.event_time),
         }
+        if isinstance(event, Purchase) and event.deal_id is not None:
+            data["deal"] = event.deal_id
+        if isinstance(event, Purchase) and event.referral_code is not None:
+            data["ref"] = event.referral_code
         return decode_pending(encode_pending(data), now_s)
 
     # --- release ---------------------------------------------------------
@@ -558,10 +586,11 @@ class AttributionProcessor:
     async def release_due(self) -> None:
         """Attribute every conversion whose settle delay has passed, on every owned partition."""
         for partition, state in list(self.partitions.items()):
-            if state.pending and not state.lock.locked():
+            if (state.pending or state.referrals) and not state.lock.locked():
                 async with state.lock:
                     try:
                         await self._release(partition, state)
+                        await self.social.resolve(partition, state)
                     except BaseException:
                         self.partitions.pop(partition, None)
                         raise

@@ -40,6 +40,12 @@ class PendingConversion:
     coupon_code: str | None
     time_ms: int
     arrived_s: float
+    deal_id: str | None = None
+    #: The deal's campaign, looked up when the purchase was accepted.
+    deal_campaign: str | None = None
+    referral_code: str | None = None
+    #: The campaign of the referral code's share, when it was known as the purchase was accepted.
+    referral_campaign: str | None = None
 
 
 def encode_touch(event_id: str, campaign_id: str, touch_class: str) -> str:
@@ -69,7 +75,25 @@ def decode_pending(member: bytes, arrived_s: float) -> PendingConversion:
         coupon_code=data.get("coupon"),
         time_ms=int(data["t"]),
         arrived_s=arrived_s,
+        deal_id=data.get("deal"),
+        deal_campaign=data.get("dc"),
+        referral_code=data.get("ref"),
+        referral_campaign=data.get("rc"),
     )
+
+
+def with_campaigns(
+    pending: PendingConversion, deal_campaign: str | None, referral_campaign: str | None
+) -> PendingConversion:
+    """Return the pending purchase with the campaigns of its deal and referral code stored in its member."""
+    if deal_campaign is None and referral_campaign is None:
+        return pending
+    data = orjson.loads(pending.member)
+    if deal_campaign is not None:
+        data["dc"] = deal_campaign
+    if referral_campaign is not None:
+        data["rc"] = referral_campaign
+    return decode_pending(encode_pending(data), pending.arrived_s)
 
 
 def credit_id(person_id: str, conversion_id: str, campaign_id: str) -> str:
@@ -96,9 +120,17 @@ def attribute(
     campaign. An unattributed conversion yields the Attribution alone.
     """
     eligible = eligible_touches(touches, pending.time_ms, params)
-    if coupon_campaign is not None:
+    if pending.deal_campaign is not None:
+        # A deal belongs to one campaign, and its revenue counts only once the deal is active.
+        basis = "deal"
+        models = credit_coupon(pending.deal_campaign)
+    elif coupon_campaign is not None:
         basis = "coupon"
         models = credit_coupon(coupon_campaign)
+    elif pending.referral_campaign is not None:
+        # Like a coupon code, an advocate's referral code names the campaign that was shared.
+        basis = "referral"
+        models = credit_coupon(pending.referral_campaign)
     elif eligible:
         basis = "touchpoints"
         models = credit_all_models(eligible, pending.time_ms, params)
@@ -152,5 +184,8 @@ def attribute(
             "weights": figures["weights"],
             "revenue": figures["revenue"],
         }
+        if basis == "deal":
+            credit["deal_id"] = pending.deal_id
+            credit["person_id"] = pending.person_id
         messages.append(Outgoing(settings.topic_credits, campaign_id, credit))
     return messages

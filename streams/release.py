@@ -59,6 +59,10 @@ class Releaser:
             due.extend(waiting)
         return due
 
+    async def touchpoints_caught_up(self, partition: int, state: "PartitionState", now_s: float) -> bool:
+        """Return True when no touchpoint arrived for the idle-release time and none is left to apply."""
+        return await self._touchpoints_caught_up(partition, state, now_s)
+
     async def _touchpoints_caught_up(self, partition: int, state: "PartitionState", now_s: float) -> bool:
         if now_s - state.last_touch_arrival_s < self.settings.conversion_idle_release_s:
             return False  # touchpoints are still arriving

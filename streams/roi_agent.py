@@ -5,7 +5,8 @@
 campaigns' aggregates in memory and computes them with ``Decimal``. It writes
 the changed aggregates back whole in one fenced script call, together with the
 partition offsets and the ids of the credits it applied. Repeated credits (the same
-conversion and campaign) are dropped by id.
+conversion and campaign) are dropped by id. Engagement and referral facts, deal
+definitions, impressions and follower snapshots go to ``streams.social``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ import orjson
 from roitrack.history import HistoryCredit, decode_totals, encode_totals, history_increments
 from roitrack.roi import CampaignAggregate, SpendRecord, roi_metrics, window_label
 from roitrack.settings import Settings
+from roitrack.social import SocialAggregate
 from schemas.common import epoch_ms
 from schemas.decode import Rejected, decode_message
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
+from streams.credit_check import credit_problem, parse_time_ms
+from streams.facts import is_fact_message
 from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, utc_now
+from streams.social import CampaignSocial, SocialBatch
 from streams.state import (
     FencedBatch,
     Rewind,
@@ -54,43 +59,7 @@ class CampaignPartition:
     last_emit_s: dict[str, float] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     continuity_checked: set[str] = field(default_factory=set)
-
-
-#: Credits carry at most a converted Money amount (15 integer digits) times an exchange rate;
-#: anything larger is a malformed message and would overflow the metric rounding.
-CREDIT_REVENUE_MAX_INTEGER_DIGITS = 21
-
-
-def _credit_problem(value: Any) -> FieldError | None:
-    """Check the shape of an internal credit message; it comes from our own agent."""
-    if not isinstance(value, dict):
-        return FieldError(field="(event)", value=None, reason="a credit must be a JSON object")
-    for name in ("credit_id", "campaign_id", "event_time", "weights", "revenue"):
-        if name not in value:
-            return FieldError(field=name, value=None, reason="missing field of a credit")
-    if not isinstance(value["credit_id"], str) or not isinstance(value["campaign_id"], str):
-        return FieldError(field="credit_id", value=None, reason="credit_id and campaign_id must be strings")
-    try:
-        _parse_time_ms(value["event_time"])
-    except (TypeError, ValueError, AttributeError):
-        return FieldError(field="event_time", value=str(value["event_time"])[:80], reason="not an ISO 8601 time")
-    for name in ("weights", "revenue"):
-        figures = value[name]
-        if not isinstance(figures, dict) or any(model not in ATTRIBUTION_MODELS for model in figures):
-            return FieldError(field=name, value=None, reason="must map attribution models to decimal strings")
-        for text in figures.values():
-            try:
-                if not isinstance(text, str) or not Decimal(text).is_finite():
-                    raise ValueError(text)
-                figure = Decimal(text)
-            except (ArithmeticError, ValueError):
-                return FieldError(field=name, value=str(text)[:80], reason="not a finite decimal string")
-            if name == "weights" and not 0 <= figure <= 1:
-                return FieldError(field=name, value=text[:80], reason="a weight must lie between 0 and 1")
-            if name == "revenue" and figure and figure.copy_abs().adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
-                return FieldError(field=name, value=text[:80],
-                                  reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
-    return None
+    social: dict[str, SocialAggregate] = field(default_factory=dict)  # see streams.social
 
 
 class RoiProcessor:
@@ -105,6 +74,7 @@ class RoiProcessor:
         self.partitions: dict[int, CampaignPartition] = {}
         self.stats: dict[str, int] = defaultdict(int)
         self.metrics = store.metrics
+        self.social = CampaignSocial(settings, store)
 
     async def _partition(self, partition: int) -> CampaignPartition:
         state = self.partitions.get(partition)
@@ -119,6 +89,7 @@ class RoiProcessor:
             for member in await self.store.client.smembers(self.keys.campaign_index(partition)):
                 campaign_id = member.decode() if isinstance(member, bytes) else str(member)
                 await self._campaign(partition, state, campaign_id)
+                await self.social.aggregate(partition, state, campaign_id)
                 state.dirty.add(campaign_id)
             log.info(
                 "loaded campaign partition=%d offsets=%s campaigns=%d",
@@ -178,6 +149,7 @@ class RoiProcessor:
         definitions: list[tuple[Record, Campaign | Spend]] = []
         messages_in: dict[str, int] = defaultdict(int)
         events_in: dict[str, int] = defaultdict(int)
+        social = SocialBatch()
 
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
@@ -192,7 +164,10 @@ class RoiProcessor:
                 except orjson.JSONDecodeError as exc:
                     value, problem = None, FieldError(field="(message)", value=None, reason=f"not valid JSON: {exc}")
                 else:
-                    problem = _credit_problem(value)
+                    if is_fact_message(value):
+                        self.social.collect_facts(social, record, value, dead)
+                        continue
+                    problem = credit_problem(value)
                 if problem is not None:
                     dead.append(dead_letter(settings.topic_dead_letters, record, "invalid", [problem],
                                             "roi.decode", settings.dead_letter_payload_max_bytes))
@@ -215,7 +190,7 @@ class RoiProcessor:
                         ))
                         continue
                     definitions.append((record, item))
-                else:
+                elif not self.social.collect_definition(social, record, item):
                     dead.append(dead_letter(
                         settings.topic_dead_letters, record, "unsupported",
                         [FieldError(field="type", value=getattr(item, "type", None),
@@ -223,6 +198,7 @@ class RoiProcessor:
                         "roi.route", settings.dead_letter_payload_max_bytes,
                     ))
 
+        await self.social.prepare(social, dead)
         if dead:
             await self.send(dead)
             self.stats["dead_letters"] += len(dead)
@@ -234,18 +210,20 @@ class RoiProcessor:
         # Drop credits applied before: same credit id seen within the horizon.
         seen_key = self.keys.seen_credits(partition)
         fresh: list[dict[str, Any]] = []
-        if credits:
-            ids = [value["credit_id"] for _, value in credits]
+        if credits or social.facts:
+            ids = [value["credit_id"] for _, value in credits] + social.fact_ids()
             with self.metrics.redis("dedup_read"):
                 scores = await self.store.client.zmscore(seen_key, ids)
+            seen = {seen_id for seen_id, score in zip(ids, scores) if score is not None}
             batch_ids: set[str] = set()
-            for (_, value), score in zip(credits, scores):
+            for _, value in credits:
                 credit_id = value["credit_id"]
-                if score is not None or credit_id in batch_ids:
+                if credit_id in seen or credit_id in batch_ids:
                     self.stats["duplicate_credits"] += 1
                     continue
                 batch_ids.add(credit_id)
                 fresh.append(value)
+            self.social.drop_seen(social, seen)
 
         changed: set[str] = set()
         watermark_ms = state.watermark_ms
@@ -254,15 +232,18 @@ class RoiProcessor:
         history: list[HistoryCredit] = []
         try:
             for value in fresh:
-                time_ms = _parse_time_ms(value["event_time"])
+                time_ms = parse_time_ms(value["event_time"])
+                watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
+                seen_pairs.extend((wall_ms, value["credit_id"]))
+                if value.get("deal_id") is not None:
+                    social.deal_credits.append((value, time_ms))  # counted once its deal is active
+                    continue
                 aggregate = await self._campaign(partition, state, value["campaign_id"])
                 weights = {model: Decimal(weight) for model, weight in value["weights"].items()}
                 revenue = {model: Decimal(amount) for model, amount in value["revenue"].items()}
                 aggregate.add_credit(time_ms, weights, revenue, settings.roi_windows_s)
                 history.append(HistoryCredit(aggregate.campaign_id, time_ms, weights, revenue))
                 changed.add(aggregate.campaign_id)
-                watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
-                seen_pairs.extend((wall_ms, value["credit_id"]))
             for record, definition in definitions:
                 aggregate = await self._campaign(partition, state, definition.campaign_id)
                 if isinstance(definition, Campaign):
@@ -280,6 +261,10 @@ class RoiProcessor:
                         SpendRecord(definition.amount, epoch_ms(definition.period_start), epoch_ms(definition.period_end)),
                     )
                 changed.add(aggregate.campaign_id)
+            deal_events, watermark_ms = await self.social.apply(
+                partition, state, social, batch, watermark_ms, wall_ms, changed, seen_pairs,
+                lambda campaign_id: self._campaign(partition, state, campaign_id),
+            )
         except (ArithmeticError, ValueError, KeyError, TypeError) as exc:
             # Credits come from our own attribution agent; a malformed one is a bug, not input.
             log.error("campaign partition=%d: cannot apply batch: %r", partition, exc)
@@ -298,6 +283,9 @@ class RoiProcessor:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
         if history:
             await self._add_history(partition, batch, history)
+        # Deal events go out before the state that records them, so a crash sends them
+        # again (same event ids) rather than never.
+        await self.send(deal_events)
 
         try:
             await self.store.apply(batch)
@@ -316,6 +304,8 @@ class RoiProcessor:
         state.watermark_ms = watermark_ms
         state.dirty |= changed
         self.stats["credits_applied"] += len(fresh)
+        self.stats["facts_applied"] += len(social.facts)
+        self.stats["duplicate_facts"] += social.duplicates
         for topic, value in messages_in.items():
             self.metrics.messages_in.labels(topic).inc(value)
         for topic, value in events_in.items():
@@ -369,13 +359,17 @@ class RoiProcessor:
             sequences = await pipe.execute()
         outgoing: list[Outgoing] = []
         for campaign_id, sequence in zip(due, sequences):
-            outgoing.extend(self.roi_updates(state.campaigns[campaign_id], int(sequence), state.watermark_ms))
+            outgoing.extend(self.roi_updates(
+                state.campaigns[campaign_id], int(sequence), state.watermark_ms, state.social.get(campaign_id),
+            ))
             state.last_emit_s[campaign_id] = now_s
         await self.send(outgoing)
         state.dirty -= set(due)
         self.stats["roi_updates"] += len(outgoing)
 
-    def roi_updates(self, aggregate: CampaignAggregate, sequence: int, now_ms: int) -> list[Outgoing]:
+    def roi_updates(
+        self, aggregate: CampaignAggregate, sequence: int, now_ms: int, social: SocialAggregate | None = None,
+    ) -> list[Outgoing]:
         settings = self.settings
         emitted_at = utc_now().isoformat().replace("+00:00", "Z")
         windows: list[int | None] = [*settings.roi_windows_s, None]
@@ -399,6 +393,7 @@ class RoiProcessor:
                 "cpa": figures["cpa"],
                 "models": figures["models"],
                 "emitted_at": emitted_at,
+                **self.social.update_fields(social, window_s, now_ms, Decimal(figures["spend"])),
             }
             messages.append(Outgoing(settings.topic_roi_updates, aggregate.campaign_id, value))
         return messages
@@ -439,9 +434,3 @@ def window_figures(aggregate: CampaignAggregate, window_s: int | None, now_ms: i
 
 def _text(value: Decimal | None) -> str | None:
     return None if value is None else decimal_text(value)
-
-
-def _parse_time_ms(text: str) -> int:
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)

@@ -181,6 +181,26 @@ class Keys:
         """Coupon code to campaign id; read by every person partition, so not tagged."""
         return f"{self.namespace}:coupons"
 
+    def referral_codes(self) -> str:
+        """Referral code to its first share's advocate, campaign and deal; shared by all partitions, so not tagged."""
+        return f"{self.namespace}:referral_codes"
+
+    def deals(self) -> str:
+        """Deal id to campaign id, from deal definitions; read by every person partition, so not tagged."""
+        return f"{self.namespace}:deals"
+
+    def referral_queue(self, partition: int) -> str:
+        """Clicks, sign-ups and purchases whose referrals are not decided yet."""
+        return f"{self.person_tag(partition)}:referrals"
+
+    def person_referrals(self, partition: int, person_id: str) -> str:
+        """A person's advocate per campaign (``c:<campaign>``) and first purchase (``first``)."""
+        return f"{self.person_tag(partition)}:ref:{person_id}"
+
+    def social(self, partition: int, campaign_id: str) -> str:
+        """A campaign's engagement, referral and deal state."""
+        return f"{self.campaign_tag(partition)}:social:{campaign_id}"
+
 
 #: Most arguments one command in a fenced batch may carry.
 MAX_COMMAND_ARGS = 4000

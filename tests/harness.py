@@ -31,6 +31,7 @@ TOPIC_FIELDS = (
     "topic_credits",
     "topic_attributions",
     "topic_roi_updates",
+    "topic_deal_events",
     "topic_dead_letters",
     "topic_alerts",
 )

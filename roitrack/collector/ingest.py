@@ -24,7 +24,17 @@ from aiokafka.errors import KafkaError
 from roitrack.settings import Settings
 from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel
 from schemas.decode import Rejected, validate_event
-from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, TOUCHPOINT_TYPES, Campaign, Spend
+from schemas.events import (
+    CAMPAIGN_TYPES,
+    CONVERSION_TYPES,
+    DEFINITION_TYPES,
+    TOUCHPOINT_TYPES,
+    Campaign,
+    Deal,
+    FollowerSnapshot,
+    Impressions,
+    Spend,
+)
 from schemas.outputs import FieldError
 from schemas.privacy import PERSONAL_FIELDS, protect
 from streams.records import Record, dead_letter
@@ -141,25 +151,35 @@ class _Message:
 
 
 def event_id_of(event: StrictModel) -> str:
-    """Return the id a client uses for the event: event_id, or spend_id or campaign_id."""
+    """Return the id a client uses for the event: event_id, or the id of a definition or platform report."""
     if isinstance(event, Envelope):
         return event.event_id
     if isinstance(event, Spend):
         return event.spend_id
     if isinstance(event, Campaign):
         return event.campaign_id
+    if isinstance(event, Deal):
+        return event.deal_id
+    if isinstance(event, Impressions):
+        return event.impressions_id
+    if isinstance(event, FollowerSnapshot):
+        return event.snapshot_id
     raise TypeError(f"unsupported event model {type(event).__name__}")
 
 
 def dedup_key_of(event: StrictModel) -> str | None:
-    """Return the key that marks a repeat of the event, or None for a campaign definition.
+    """Return the key that marks a repeat of the event, or None for a campaign or deal definition.
 
-    A campaign definition sent again is an update, so it is never a duplicate.
+    A definition sent again is an update, so it is never a duplicate.
     """
     if isinstance(event, Envelope):
         return f"event:{event.event_id}"
     if isinstance(event, Spend):
         return f"spend:{event.spend_id}"
+    if isinstance(event, Impressions):
+        return f"impressions:{event.impressions_id}"
+    if isinstance(event, FollowerSnapshot):
+        return f"snapshot:{event.snapshot_id}"
     return None
 
 
@@ -171,8 +191,8 @@ def route_event(settings: Settings, event: StrictModel) -> tuple[str, str]:
             return settings.topic_touchpoints, event.person_id
         if event_type in CONVERSION_TYPES:
             return settings.topic_conversions, event.person_id
-    if isinstance(event, (Campaign, Spend)) and event_type in CAMPAIGN_TYPES:
-        topic = settings.topic_campaigns if isinstance(event, Campaign) else settings.topic_spend
+    if isinstance(event, (Campaign, Deal, Spend, Impressions, FollowerSnapshot)) and event_type in CAMPAIGN_TYPES:
+        topic = settings.topic_campaigns if event_type in DEFINITION_TYPES else settings.topic_spend
         return topic, event.campaign_id
     raise ValueError(f"no topic for event type {event_type!r}; add it to the routing in roitrack.collector.ingest")
 

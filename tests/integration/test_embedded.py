@@ -200,6 +200,7 @@ def test_topic_specs_partition_settings() -> None:
         "credits": 3,
         "roi-updates": 3,
         "alerts": 3,
+        "deal-events": 3,
     }
 
 

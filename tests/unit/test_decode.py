@@ -448,3 +448,17 @@ def test_known_currency_accepted(code: str) -> None:
 
     assert isinstance(result, Purchase)
     assert result.currency == code
+
+
+def test_batch_item_nested_past_repr_limit_rejected() -> None:
+    # orjson reads up to 1,024 levels, deeper than repr() can describe.
+    depth = 1_020
+    raw = b"[" + b"[" * depth + b"]" * depth + b"]"
+
+    items = decode_message(raw)
+
+    assert len(items) == 1
+    rejected = items[0]
+    assert isinstance(rejected, Rejected)
+    assert rejected.errors[0].field == "(event)"
+    assert rejected.errors[0].value == "(nested too deeply to show)"

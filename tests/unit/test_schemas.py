@@ -18,6 +18,10 @@ from schemas.decode import decode_message
 from schemas.events import (
     EVENT_TYPES,
     Campaign,
+    Deal,
+    FollowerSnapshot,
+    Identify,
+    Impressions,
     CheckIn,
     Click,
     CouponRedemption,
@@ -27,7 +31,18 @@ from schemas.events import (
     as_utc,
 )
 from schemas.export import EXPORTED_MODELS, json_schemas, write_json_schemas
-from schemas.outputs import Alert, Attribution, CampaignCredit, DeadLetter, RoiUpdate
+from schemas.outputs import (
+    AdvocateReward,
+    Alert,
+    Attribution,
+    CampaignCredit,
+    DeadLetter,
+    DealActivated,
+    DealExpired,
+    EngagementFact,
+    ReferralFact,
+    RoiUpdate,
+)
 
 EVENT_TIME = "2024-05-01T12:00:00Z"
 EVENT_TIME_MS = 1_714_564_800_000
@@ -109,6 +124,34 @@ VALID_EVENTS: dict[str, dict[str, Any]] = {
         "currency": "EUR",
         "period_start": "2024-05-01T00:00:00Z",
         "period_end": "2024-05-02T00:00:00Z",
+    },
+    "deal": {
+        "type": "deal",
+        "deal_id": "deal-3",
+        "campaign_id": "spring",
+        "name": "Spring group buy",
+        "price": "19.90",
+        "currency": "EUR",
+        "threshold": 5,
+        "deadline": "2024-05-03T00:00:00Z",
+    },
+    "impressions": {
+        "type": "impressions",
+        "impressions_id": "imp-1",
+        "campaign_id": "spring",
+        "channel": "instagram",
+        "count": 12000,
+        "period_start": "2024-05-01T00:00:00Z",
+        "period_end": "2024-05-01T01:00:00Z",
+    },
+    "follower_snapshot": {
+        "type": "follower_snapshot",
+        "snapshot_id": "snap-1",
+        "campaign_id": "spring",
+        "channel": "instagram",
+        "account_id": "shop",
+        "followers": 5400,
+        "observed_at": EVENT_TIME,
     },
 }
 
@@ -384,7 +427,12 @@ def test_export_covers_every_event_type() -> None:
 
 
 def test_export_covers_every_output_model() -> None:
-    assert {Attribution, CampaignCredit, RoiUpdate, DeadLetter, Alert} <= set(EXPORTED_MODELS)
+    outputs = {
+        Attribution, CampaignCredit, RoiUpdate, DeadLetter, EngagementFact, ReferralFact,
+        DealActivated, DealExpired, AdvocateReward, Alert,
+    }
+
+    assert outputs <= set(EXPORTED_MODELS)
 
 
 def test_export_covers_every_public_model() -> None:
@@ -459,3 +507,66 @@ def test_write_json_schemas_overwrites(tmp_path: Path) -> None:
 
     assert second == first
     assert [path.read_bytes() for path in second] == contents
+
+
+# --- social events ---------------------------------------------------------
+
+
+def test_share_referral_code_and_deal_accepted() -> None:
+    share = SocialTouch.model_validate(event("touch", kind="share", referral_code="ANN-1", deal_id="deal-3"))
+
+    assert share.referral_code == "ANN-1"
+    assert share.deal_id == "deal-3"
+
+
+@pytest.mark.parametrize("name", ["referral_code", "deal_id"])
+def test_referral_fields_only_on_share(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"{name} is only allowed on a share"):
+        SocialTouch.model_validate(event("touch", kind="like", **{name: "X-1"}))
+
+
+def test_purchase_deal_and_referral_code_accepted() -> None:
+    bought = Purchase.model_validate(event("purchase", deal_id="deal-3", referral_code="ANN-1"))
+
+    assert (bought.deal_id, bought.referral_code) == ("deal-3", "ANN-1")
+
+
+def test_click_and_signup_take_referral_code() -> None:
+    assert Click.model_validate(event("click", referral_code="ANN-1")).referral_code == "ANN-1"
+    assert Identify.model_validate(event("identify", referral_code="ANN-1")).referral_code == "ANN-1"
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 2.0, "3", True])
+def test_deal_threshold_must_be_positive_integer(threshold: object) -> None:
+    with pytest.raises(ValidationError):
+        Deal.model_validate(event("deal", threshold=threshold))
+
+
+def test_deal_price_float_rejected() -> None:
+    with pytest.raises(ValidationError, match="not a JSON float"):
+        Deal.model_validate(event("deal", price=19.9))
+
+
+@pytest.mark.parametrize("count", [-1, 1.5, "10", False])
+def test_impressions_count_must_be_whole(count: object) -> None:
+    with pytest.raises(ValidationError):
+        Impressions.model_validate(event("impressions", count=count))
+
+
+def test_impressions_period_order_checked() -> None:
+    with pytest.raises(ValidationError, match="is not after period_start"):
+        Impressions.model_validate(event("impressions", period_end="2024-05-01T00:00:00Z"))
+
+
+def test_follower_snapshot_without_account_accepted() -> None:
+    snapshot = FollowerSnapshot.model_validate(event("follower_snapshot", account_id=None))
+
+    assert snapshot.account_id is None
+    assert snapshot.followers == 5400
+
+
+def test_roi_update_social_fields_optional() -> None:
+    schema = RoiUpdate.model_json_schema(mode="validation")
+
+    assert {"engagement", "referrals", "deals"} <= set(schema["properties"])
+    assert not {"engagement", "referrals", "deals"} & set(schema["required"])

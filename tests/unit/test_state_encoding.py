@@ -145,6 +145,8 @@ def test_keys_person_partition_one_slot() -> None:
         KEYS.touchpoints(3, "anon-{x}"),
         KEYS.pending(3),
         KEYS.person_stats(3),
+        KEYS.referral_queue(3),
+        KEYS.person_referrals(3, "user-1"),
     ]
 
     slots = {key_slot(key.encode()) for key in partition_keys}
@@ -159,6 +161,7 @@ def test_keys_campaign_partition_one_slot() -> None:
         KEYS.campaign_index(1),
         KEYS.seen_credits(1),
         KEYS.sequences(1),
+        KEYS.social(1, "spring"),
     ]
 
     slots = {key_slot(key.encode()) for key in partition_keys}
@@ -168,6 +171,11 @@ def test_keys_campaign_partition_one_slot() -> None:
 
 def test_keys_coupons_untagged() -> None:
     assert KEYS.coupons() == "rt:coupons"
+
+
+def test_keys_social_lookups_untagged() -> None:
+    assert KEYS.referral_codes() == "rt:referral_codes"
+    assert KEYS.deals() == "rt:deals"
 
 
 # --- partition_for_key ---------------------------------------------------

@@ -1,0 +1,60 @@
+"""Checks of the credit messages that the ROI agent reads from the credits topic.
+
+Credits come from roitrack's own attribution agent, but the topic is open to
+any producer, so each one is checked before it touches an aggregate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from schemas.decode import describe_value
+from schemas.outputs import ATTRIBUTION_MODELS, FieldError
+
+#: Credits carry at most a converted Money amount (15 integer digits) times an exchange rate;
+#: anything larger is a malformed message and would overflow the metric rounding.
+CREDIT_REVENUE_MAX_INTEGER_DIGITS = 21
+
+
+def credit_problem(value: Any) -> FieldError | None:
+    """Check the shape of an internal credit message; it comes from our own agent."""
+    if not isinstance(value, dict):
+        return FieldError(field="(event)", value=None, reason="a credit must be a JSON object")
+    for name in ("credit_id", "campaign_id", "event_time", "weights", "revenue"):
+        if name not in value:
+            return FieldError(field=name, value=None, reason="missing field of a credit")
+    if not isinstance(value["credit_id"], str) or not isinstance(value["campaign_id"], str):
+        return FieldError(field="credit_id", value=None, reason="credit_id and campaign_id must be strings")
+    if value.get("deal_id") is not None:
+        # A deal purchase's credit is held by its deal, which needs its buyer and conversion.
+        for name in ("deal_id", "person_id", "conversion_id"):
+            if not isinstance(value.get(name), str) or not value[name]:
+                return FieldError(field=name, value=describe_value(value.get(name)),
+                                  reason="a deal purchase's credit needs deal_id, person_id and conversion_id as strings")
+    try:
+        parse_time_ms(value["event_time"])
+    except (TypeError, ValueError, AttributeError):
+        return FieldError(field="event_time", value=str(value["event_time"])[:80], reason="not an ISO 8601 time")
+    for name in ("weights", "revenue"):
+        figures = value[name]
+        if not isinstance(figures, dict) or any(model not in ATTRIBUTION_MODELS for model in figures):
+            return FieldError(field=name, value=None, reason="must map attribution models to decimal strings")
+        for text in figures.values():
+            try:
+                if not isinstance(text, str) or not Decimal(text).is_finite():
+                    raise ValueError(text)
+                figure = Decimal(text)
+            except (ArithmeticError, ValueError):
+                return FieldError(field=name, value=str(text)[:80], reason="not a finite decimal string")
+            if name == "weights" and not 0 <= figure <= 1:
+                return FieldError(field=name, value=text[:80], reason="a weight must lie between 0 and 1")
+            if name == "revenue" and figure and figure.copy_abs().adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
+                return FieldError(field=name, value=text[:80],
+                                  reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
+    return None
+
+
+def parse_time_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
