@@ -163,11 +163,11 @@ class Pipeline:
     async def touch_end_offset(self, partition: int) -> int | None:
         """Return the end offset of one touchpoints partition, or None when unknown.
 
-        This is the larger of the broker's answer to ListOffsets and the high
-        watermark of the consumer's latest fetch. Apache Kafka answers ListOffsets
-        with the log end offset. Some Kafka-protocol brokers (tansu 0.x) answer
-        with the base offset of the last record batch plus one, which is short by
-        the rest of that batch; the fetch high watermark covers every batch
+        This is the larger of the offset the broker returns for ListOffsets and
+        the high watermark of the consumer's latest fetch. Apache Kafka returns
+        the log end offset. Some Kafka-protocol brokers (tansu 0.x) return the
+        base offset of the last record batch plus one, which is short by the
+        rest of that batch; the fetch high watermark covers every batch
         fetched so far, and ListOffsets covers batches produced since.
         """
         tp = TP(self.settings.topic_touchpoints, partition)

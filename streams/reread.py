@@ -62,7 +62,7 @@ async def read_offset_ranges(settings: Settings, ranges: dict[tuple[str, int], t
                     unfinished.discard(tp)  # the range ends on offsets Kafka skips (markers, compaction)
             if unfinished and time.monotonic() - last_progress_s > READ_IDLE_TIMEOUT_S:
                 raise ConnectionError(
-                    f"reading {len(unfinished)} partition(s) again stalled for {READ_IDLE_TIMEOUT_S:.0f} s: "
+                    f"reading {len(unfinished)} partition(s) again timed out: no record for {READ_IDLE_TIMEOUT_S:.0f} s from "
                     + ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(unfinished))
                 )
             await asyncio.sleep(0)
