@@ -167,7 +167,7 @@ class Pipeline:
         the high watermark of the consumer's latest fetch. Apache Kafka returns
         the log end offset. Some Kafka-protocol brokers (tansu 0.x) return the
         base offset of the last record batch plus one, which is short by the
-        rest of that batch; the fetch high watermark covers every batch
+        rest of that batch. The fetch high watermark covers every batch
         fetched so far, and ListOffsets covers batches produced since.
         """
         tp = TP(self.settings.topic_touchpoints, partition)

@@ -204,8 +204,8 @@ class AttributionProcessor:
                 for name in [name for name in offsets if name.startswith(MAX_EVENT_FIELD + ":")]
             }
             now_s = time.monotonic()
-            # Until the first fetch, nothing says the touchpoints are quiet: the
-            # idle release waits its full time from the load.
+            # Until the first fetch, the touchpoints are not known to be quiet, so
+            # the idle release waits its full time from the load.
             state = PartitionState(
                 offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms, last_touch_arrival_s=now_s
             )

@@ -13,8 +13,8 @@ from typing import Any
 from schemas.decode import describe_value
 from schemas.outputs import ATTRIBUTION_MODELS, FieldError
 
-#: Credits carry at most a converted Money amount (15 integer digits) times an exchange rate;
-#: anything larger is a malformed message and would overflow the metric rounding.
+#: Credits carry at most a converted Money amount (15 integer digits) times an exchange rate.
+#: Anything larger is a malformed message, and it would overflow the metric rounding.
 CREDIT_REVENUE_MAX_INTEGER_DIGITS = 21
 
 

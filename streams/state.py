@@ -221,8 +221,8 @@ class FencedBatch:
     def cover(self, offset_field: str, first: int, last: int, expected: int) -> None:
         """Record that this batch contains offsets first..last of ``offset_field``.
 
-        ``expected`` is the offset this worker believes Redis holds for the field
-        (-1 for none); the batch applies only if Redis holds exactly that.
+        ``expected`` is the offset this worker expects Redis to store for the field
+        (-1 for none). The batch applies only if Redis stores exactly that offset.
         """
         self.expected.setdefault(offset_field, expected)
         known = self.offset_ranges.get(offset_field)
@@ -271,7 +271,7 @@ class StaleBatch(Exception):
 
 
 class StateRolledBack(Exception):
-    """Raised when Redis holds an older offset than this worker last wrote: writes were lost."""
+    """Raised when Redis stores an older offset than this worker last wrote, so writes were lost."""
 
     def __init__(self, offset_field: str, stored: int, expected: int) -> None:
         stored_text = "none" if stored < 0 else str(stored)
@@ -298,7 +298,7 @@ class StateStore:
         """Apply a batch atomically.
 
         Raises StaleBatch when another worker applied offsets past this worker's,
-        and StateRolledBack when Redis holds older offsets than this worker wrote.
+        and StateRolledBack when Redis stores older offsets than this worker wrote.
         Either way nothing of the batch is written.
         """
         if batch.empty:

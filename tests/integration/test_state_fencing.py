@@ -145,7 +145,7 @@ def test_roi_drops_repeated_credit(settings: Settings) -> None:
 
 
 def test_fenced_apply_detects_lost_writes(settings: Settings) -> None:
-    """Redis holding an older offset than the worker wrote (lost writes) refuses the batch and says so."""
+    """Redis holding an older offset than the worker wrote (lost writes) rejects the batch with StateRolledBack."""
 
     async def scenario() -> tuple[list[tuple[int, int]], dict[bytes, bytes], bytes | None]:
         client = connect(settings.redis_url)

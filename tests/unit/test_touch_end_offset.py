@@ -14,7 +14,7 @@ TOPIC = "touchpoints"
 
 
 class FakeConsumer:
-    """Answers like a consumer whose broker and fetcher report the given offsets."""
+    """A consumer whose broker and fetcher return the given offsets."""
 
     def __init__(self, listed: int | Exception, fetched: int | None | Exception) -> None:
         self.listed = listed
@@ -37,7 +37,7 @@ def end_offset(consumer: FakeConsumer) -> Any:
 
 
 def test_fetch_high_watermark_beyond_listed_offset_wins() -> None:
-    # tansu answers ListOffsets with the last record batch's base offset + 1 (8 for offsets 7..11).
+    # tansu returns the last record batch's base offset + 1 for ListOffsets (8 for offsets 7..11).
     assert end_offset(FakeConsumer(8, 12)) == 12
 
 
