@@ -49,11 +49,14 @@ class ConnectionErrorTracebacks(logging.Filter):
 
     kafka-python 3.0 logs a reset or refused broker connection with
     ``log.exception`` and then reconnects by itself, so the traceback only hides
-    real errors. Other exceptions keep their traceback.
+    real errors. Its read loop can also run once more after ``close()`` has set
+    the socket to None; that AttributeError is turned into a connection error by
+    the client too, so it gets the same one line. Other exceptions keep their
+    traceback.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (ConnectionError, TimeoutError)):
+        if record.exc_info and self._handled_by_client(record):
             error = record.exc_info[1]
             record.msg = f"{record.getMessage()}: {error!r}; the client reconnects"
             record.args = None
@@ -61,6 +64,14 @@ class ConnectionErrorTracebacks(logging.Filter):
             record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+    @staticmethod
+    def _handled_by_client(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return True
+        closed_socket = isinstance(error, AttributeError) and str(error).startswith("'NoneType' object")
+        return closed_socket and "network data" in str(record.msg)
 
 
 def log_format_from_environment() -> LogFormat:

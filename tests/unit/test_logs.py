@@ -90,3 +90,29 @@ def test_kafka_connection_error_loses_traceback(capsys: pytest.CaptureFixture[st
     assert "WARNING" in reset_line
     assert "ConnectionResetError(104, 'Connection reset by peer')" in reset_line
     assert output.count("Traceback") == 1, "only the ValueError keeps its traceback"
+
+
+def test_kafka_read_after_close_loses_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    configure_logging("info")
+    transport_log = logging.getLogger("kafka.net.transport")
+    closed_socket = None
+    try:
+        try:
+            closed_socket.recv(4096)  # type: ignore[attr-defined]
+        except AttributeError:
+            transport_log.exception("%s: Error receiving network data closing socket", "<conn>")
+        try:
+            closed_socket.send(b"")  # type: ignore[attr-defined]
+        except AttributeError:
+            transport_log.exception("%s: unexpected state", "<conn>")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+    output = capsys.readouterr().err
+    read_line = next(line for line in output.splitlines() if "closing socket" in line)
+    assert "WARNING" in read_line
+    assert "'NoneType' object has no attribute 'recv'" in read_line
+    assert output.count("Traceback") == 1, "an AttributeError elsewhere keeps its traceback"
