@@ -26,8 +26,8 @@ worker process whose memory the burst has not raised.
 
 The retention settings are scaled down to ``--retention-s`` so that state reaches
 its steady size within minutes: the click and view lookbacks (and so the expiry
-of touchpoint keys and identity links), the deduplication horizon, and the
-longest ROI window.
+of touchpoint keys and identity links), the deduplication horizon, the
+longest ROI window, the order index and the referral state.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="seconds of the maximum-rate measurement when --rate is not given (default 60)")
     parser.add_argument("--interval-s", type=float, default=10.0, help="seconds between two samples (default 10)")
     parser.add_argument("--retention-s", type=int, default=120,
-                        help=("click and view lookback, deduplication horizon and longest ROI window, in seconds; "
-                              "a whole number of minutes (default 120)"))
+                        help=("click and view lookback, deduplication horizon, longest ROI window, order index "
+                              "and referral state lifetime, in seconds; a whole number of minutes (default 120)"))
     parser.add_argument("--batch-size", type=int, default=50, help="events packed per Kafka message (default 50)")
     parser.add_argument("--expiry-timeout-s", type=float, default=300.0,
                         help=("seconds to wait after the traffic until every Redis key with an expiry has expired; "
@@ -283,7 +283,7 @@ class SoakRun:
                                  embedded_broker=broker_pid is not None)
         print(f"Redis at {redacted_url(settings.redis_url)}, namespace {settings.redis_namespace}", flush=True)
         print(f"retention scaled down to {options.retention_s} s (click and view lookback, deduplication "
-              f"horizon, longest ROI window); settings: " + ", ".join(
+              f"horizon, longest ROI window, order index, referral state); settings: " + ", ".join(
                   f"{name}={value}" for name, value in reported_settings(settings).items()), flush=True)
         return settings, broker_pid
 

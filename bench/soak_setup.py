@@ -40,6 +40,8 @@ def soak_settings(base: Settings, run_id: str, bootstrap: str, redis_url: str, r
         lookback_view_s=retention_s,
         dedup_horizon_s=retention_s,
         roi_windows_s=tuple(sorted({60, retention_s})),
+        attribution_index_ttl_s=retention_s,
+        referral_state_ttl_s=retention_s,
     )
     if embedded_broker:
         # As in `roitrack demo`: a group join on tansu takes about half the session
@@ -55,7 +57,8 @@ def soak_settings(base: Settings, run_id: str, bootstrap: str, redis_url: str, r
 
 def reported_settings(settings: Settings) -> dict[str, Any]:
     """Return the settings that shape the soak's state and load, as the summary reports them."""
-    names = ("lookback_click_s", "lookback_view_s", "dedup_horizon_s", "roi_windows_s", "flood_window_s",
+    names = ("lookback_click_s", "lookback_view_s", "dedup_horizon_s", "roi_windows_s", "attribution_index_ttl_s",
+             "referral_state_ttl_s", "flood_window_s",
              "person_partitions", "campaign_partitions", "conversion_settle_s", "conversion_idle_release_s",
              "batch_max_events")
     return {name: getattr(settings, name) for name in names}

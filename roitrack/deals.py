@@ -2,8 +2,9 @@
 
 A deal has a price, a buyer threshold and a deadline. Its purchases are
 pending until enough distinct people bought it before the deadline. Then the
-deal activates once, and its pending and later purchases count as revenue. When the campaign partition's event time passes the deadline plus a
-grace period first, the deal expires once and its pending and later purchases
+deal activates once, and its pending and later purchases count as revenue.
+When the event time that every person partition has reached passes the
+deadline plus a grace period first, the deal expires once and its pending and later purchases
 are refunds. An advocate who shared an active deal gets it free once a given
 number of the people they referred bought it.
 
@@ -162,8 +163,12 @@ class DealState:
         return sorted(time_ms for time_ms in self.buyers.values() if time_ms < self.deadline_ms)
 
     @exact
-    def evaluate(self, watermark_ms: int, grace_ms: int, reward_min_buyers: int) -> list[Effect]:
-        """Activate, expire and reward as the state allows; each happens at most once."""
+    def evaluate(self, clock_ms: int | None, grace_ms: int, reward_min_buyers: int) -> list[Effect]:
+        """Activate, expire and reward as the state allows; each happens at most once.
+
+        ``clock_ms`` is the event time up to which every purchase has arrived; the
+        deal expires once it passes the deadline plus ``grace_ms``. None never expires it.
+        """
         effects: list[Effect] = []
         if self.status == "open" and self.defined:
             assert self.threshold is not None and self.deadline_ms is not None  # narrowed by defined
@@ -176,13 +181,13 @@ class DealState:
                 self.purchases += len(purchases)
                 self.revenue += sum((purchase.amount for purchase in purchases), _ZERO)
                 effects.append(Activated(len(self.buyers), purchases, self.activated_ms))
-            elif watermark_ms >= self.deadline_ms + grace_ms:
+            elif clock_ms is not None and clock_ms >= self.deadline_ms + grace_ms:
                 self.status = "expired"
-                self.expired_ms = watermark_ms
+                self.expired_ms = clock_ms
                 refunds, self.pending = self.pending, []
                 self.refunds += len(refunds)
                 self.refunded_amount += sum((purchase.amount for purchase in refunds), _ZERO)
-                effects.append(Expired(len(self.buyers), refunds, watermark_ms))
+                effects.append(Expired(len(self.buyers), refunds, clock_ms))
         if self.status == "active":
             assert self.activated_ms is not None  # set on activation
             for advocate_id in sorted(self.referred):

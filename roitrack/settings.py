@@ -311,6 +311,24 @@ class Settings(BaseSettings):
             "before the deadline that reach the campaign partition late still count."
         ),
     )
+    referral_state_ttl_s: int = Field(
+        400 * 86400,
+        ge=0, le=10 * 366 * 86400,
+        description=(
+            "Seconds a person's referral state (the advocate who referred them per campaign, and "
+            "their first purchase) is kept after their last click, sign-up or purchase. A person "
+            "whose state expired counts as a new customer again. 0 keeps it forever."
+        ),
+    )
+    progress_interval_s: float = Field(
+        5.0,
+        ge=0.1, le=3600,
+        description=(
+            "Seconds between two reports of a person partition's event-time progress to the "
+            "campaign partitions, which expire deals only once every person partition is past "
+            "the deadline. A report is sent only when the progress changed."
+        ),
+    )
     top_advocates: int = Field(5, ge=0, le=1000, description="Advocates listed per campaign in the lifetime RoiUpdate.")
 
     # --- Worker ----------------------------------------------------------

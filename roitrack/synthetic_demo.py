@@ -14,7 +14,6 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from roitrack.connections import SyncRedisClient
 from roitrack.demo import RoiBoard, build_summary, roi_table, start_services
 from roitrack.replay import Replayer, make_producer
 from roitrack.settings import Settings
-from roitrack.synthetic import ACTIVATING_DEAL, DAY_START, compare, generate, ground_truth
+from roitrack.synthetic import compare, generate, ground_truth
 from streams.state import Keys
 
 
@@ -144,23 +143,8 @@ def run_synthetic_demo(options: SyntheticOptions) -> int:
             ticker = threading.Thread(target=tick, daemon=True)
             ticker.start()
             replay_started = time.monotonic()
-            # The traffic goes out in two parts split at the activating deal's deadline,
-            # and the second part waits for the activation. A campaign partition takes
-            # its event time from all person partitions, so a fast one could otherwise
-            # move it past the deadline before a slow one delivered the deal's buyers.
-            # NOTE: the worker itself has that limit; see "Group-buy deals" in
-            # docs/architecture.md.
-            cutoff = DAY_START + timedelta(hours=ACTIVATING_DEAL.deadline_hour)
-            before = [event for event in day.traffic if datetime.fromisoformat(event["event_time"]) < cutoff]
-            after = [event for event in day.traffic if datetime.fromisoformat(event["event_time"]) >= cutoff]
             try:
-                replayer.replay((orjson.dumps(event), event) for event in before)
-                while not any(event["type"] == "deal_activated" and event["deal_id"] == ACTIVATING_DEAL.deal_id
-                              for event in board.deal_event_list()):
-                    if services.worker.poll() is not None or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.2)
-                replayer.replay((orjson.dumps(event), event) for event in after)
+                replayer.replay((orjson.dumps(event), event) for event in day.traffic)
             finally:
                 ticker_stop.set()
                 ticker.join()

@@ -107,7 +107,9 @@ class Pipeline:
         # offset ranges to read again because Redis lost their writes (see rewind).
         self._last_offset: dict[tuple[str, int], int] = {}
         self._rereads: dict[tuple[str, int], tuple[int, int]] = {}
-        self.attribution = AttributionProcessor(settings, self.store, self.send, self.touch_end_offset, self.rewind)
+        self.attribution = AttributionProcessor(
+            settings, self.store, self.send, self.end_offset, self.rewind, self.fetched_end_offset,
+        )
         self.roi = RoiProcessor(settings, self.store, self.send, self.rewind)
         self.person_topics = self.app.topic(
             settings.topic_touchpoints, settings.topic_conversions, key_type=bytes, value_type=bytes
@@ -132,7 +134,7 @@ class Pipeline:
             futures.append(
                 await producer.send(
                     message.topic, message.key.encode(), orjson.dumps(message.value),
-                    partition=None, timestamp=None, headers=None,
+                    partition=message.partition, timestamp=None, headers=None,
                 )
             )
         await asyncio.gather(*futures)
@@ -141,11 +143,17 @@ class Pipeline:
     def _count_sent(self, messages: Sequence[Outgoing]) -> None:
         sent: dict[str, int] = {}
         dead: dict[tuple[str, str], int] = {}
+        progress = 0
         for message in messages:
+            if message.partition is not None:  # a progress report, see streams.progress
+                progress += 1
+                continue
             sent[message.topic] = sent.get(message.topic, 0) + 1
             if message.topic == self.settings.topic_dead_letters:
                 label = (str(message.value.get("reason")), str(message.value.get("source_topic")))
                 dead[label] = dead.get(label, 0) + 1
+        if progress:
+            self.metrics.progress_messages.labels("out").inc(progress)
         for topic, count in sent.items():
             self.metrics.events_out.labels(topic).inc(count)
         for (reason, source_topic), count in dead.items():
@@ -160,8 +168,16 @@ class Pipeline:
         campaign = self.roi.partitions.get(partition)
         return None if campaign is None else campaign.offsets.get(topic, -1)
 
-    async def touch_end_offset(self, partition: int) -> int | None:
-        """Return the end offset of one touchpoints partition, or None when unknown.
+    def fetched_end_offset(self, topic: str, partition: int) -> int | None:
+        """Return the high watermark of the consumer's latest fetch of one partition, or None before any fetch."""
+        try:
+            fetched = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # noqa: BLE001  # not fetched yet, or revoked
+            return None
+        return None if fetched is None else int(fetched)
+
+    async def end_offset(self, topic: str, partition: int) -> int | None:
+        """Return the end offset of one partition of an input topic, or None when unknown.
 
         This is the larger of the offset the broker returns for ListOffsets and
         the high watermark of the consumer's latest fetch. Apache Kafka returns
@@ -170,7 +186,7 @@ class Pipeline:
         rest of that batch. The fetch high watermark covers every batch
         fetched so far, and ListOffsets covers batches produced since.
         """
-        tp = TP(self.settings.topic_touchpoints, partition)
+        tp = TP(topic, partition)
         consumer = self.app.consumer
         try:
             offsets = await consumer.highwaters(tp)

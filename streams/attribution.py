@@ -48,6 +48,7 @@ from streams.crediting import (
     encode_touch,
 )
 from streams.quality import FloodCheck, is_bot
+from streams.progress import ProgressReporter, SourceProgress
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
 from streams.referrals import PersonSocial, QueuedReferral
 from streams.release import Releaser
@@ -116,6 +117,7 @@ class PartitionState:
     max_event_ms: dict[str, int]  # per input topic: lateness is measured within one stream
     pending: dict[bytes, PendingConversion] = field(default_factory=dict)
     last_touch_arrival_s: float = 0.0
+    last_input_arrival_s: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     continuity_checked: set[str] = field(default_factory=set)
     referrals: dict[bytes, QueuedReferral] = field(default_factory=dict)  # see streams.referrals
@@ -159,12 +161,15 @@ class AttributionProcessor:
         settings: Settings,
         store: StateStore,
         send: Send,
-        touch_end_offset: Callable[[int], Awaitable[int | None]] | None = None,
+        end_offset: Callable[[str, int], Awaitable[int | None]] | None = None,
         rewind: Rewind | None = None,
+        fetched_end_offset: Callable[[str, int], int | None] | None = None,
     ) -> None:
-        """``touch_end_offset(partition)`` returns the broker's end offset of that
-        touchpoints partition, or None when unknown; ``rewind`` moves the consumer
-        back when Redis is missing messages (see streams.state)."""
+        """``end_offset(topic, partition)`` returns the broker's end offset of one
+        input partition, or None when unknown; ``fetched_end_offset`` returns the
+        end offset seen in the consumer's latest fetch without asking the broker;
+        ``rewind`` schedules messages to be read again when Redis is missing them
+        (see streams.state)."""
         self.settings = settings
         self.rewind = rewind
         self.store = store
@@ -182,7 +187,11 @@ class AttributionProcessor:
         self.metrics = store.metrics
         self.stats: dict[str, int] = defaultdict(int)
         self.flood = FloodCheck(settings, store)
-        self.releaser = Releaser(self, touch_end_offset)
+        self.releaser = Releaser(self, end_offset)
+        self.fetched_end_offset = fetched_end_offset
+        self.progress = ProgressReporter(
+            settings.topic_credits, settings.campaign_partitions, settings.progress_interval_s, send,
+        )
         self.social = PersonSocial(settings, store, send, self.releaser)
         if not settings.pii_salt:
             log.warning(
@@ -207,7 +216,8 @@ class AttributionProcessor:
             # Until the first fetch, the touchpoints are not known to be quiet, so
             # the idle release waits its full time from the load.
             state = PartitionState(
-                offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms, last_touch_arrival_s=now_s
+                offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms,
+                last_touch_arrival_s=now_s, last_input_arrival_s=now_s,
             )
             with self.metrics.redis("partition_load"):
                 members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
@@ -230,6 +240,7 @@ class AttributionProcessor:
         """Drop cached state of partitions this worker no longer owns."""
         for partition in partitions:
             self.partitions.pop(partition, None)
+            self.progress.forget(partition)
 
     # --- ingest ----------------------------------------------------------
 
@@ -509,8 +520,9 @@ class AttributionProcessor:
             state.offsets[topic] = last
         state.watermark_ms = watermark_ms
         state.max_event_ms = plan.max_event_ms
+        state.last_input_arrival_s = time.monotonic()
         if plan.touches:
-            state.last_touch_arrival_s = time.monotonic()
+            state.last_touch_arrival_s = state.last_input_arrival_s
         for pending in new_pending:
             state.pending[pending.member] = pending
         self.social.applied(state, social)
@@ -584,16 +596,52 @@ class AttributionProcessor:
     # --- release ---------------------------------------------------------
 
     async def release_due(self) -> None:
-        """Attribute every conversion whose settle delay has passed, on every owned partition."""
+        """Attribute every conversion whose settle delay has passed, on every owned partition.
+
+        Then report each partition's progress to the campaign partitions (see
+        streams.progress), after the credits it released.
+        """
         for partition, state in list(self.partitions.items()):
-            if (state.pending or state.referrals) and not state.lock.locked():
-                async with state.lock:
-                    try:
+            if state.lock.locked():
+                continue
+            async with state.lock:
+                try:
+                    if state.pending or state.referrals:
                         await self._release(partition, state)
                         await self.social.resolve(partition, state)
-                    except BaseException:
-                        self.partitions.pop(partition, None)
-                        raise
+                    now_s = time.monotonic()
+                    if self.progress.due(partition, now_s):
+                        await self.progress.report(partition, self._progress(partition, state, now_s), now_s)
+                except BaseException:
+                    self.partitions.pop(partition, None)
+                    raise
+
+    def _progress(self, partition: int, state: PartitionState, now_s: float) -> SourceProgress:
+        """Return the event time up to which this partition has credited every deal purchase it read.
+
+        Each input topic has got as far as the latest event time it delivered. A
+        topic with a backlog in the consumer's latest fetch holds the progress
+        back to its own; otherwise the furthest topic counts. A deal purchase
+        still pending holds it back to just before its event time.
+        """
+        topics = (self.settings.topic_touchpoints, self.settings.topic_conversions)
+        reached = {topic: state.max_event_ms.get(topic, 0) for topic in topics}
+        backlog = [topic for topic in topics if self._has_backlog(topic, partition, state)]
+        progress_ms = min(reached[topic] for topic in backlog) if backlog else max(reached.values())
+        deal_times = [pending.time_ms for pending in state.pending.values() if pending.deal_id is not None]
+        if deal_times:
+            progress_ms = min(progress_ms, min(deal_times) - 1)
+        # Idle: caught up on both topics as of the latest fetch, and nothing arrived for the
+        # idle-release time. The fetch's end offset costs no broker request, unlike ListOffsets.
+        quiet = now_s - state.last_input_arrival_s >= self.settings.conversion_idle_release_s
+        return SourceProgress(progress_ms, idle=quiet and not backlog and not deal_times)
+
+    def _has_backlog(self, topic: str, partition: int, state: PartitionState) -> bool:
+        """Return True when the latest fetch ended beyond the applied offset, or nothing was fetched yet."""
+        if self.fetched_end_offset is None:
+            return False
+        end_offset = self.fetched_end_offset(topic, partition)
+        return end_offset is None or state.offsets.get(topic, -1) + 1 < end_offset
 
     async def _release(self, partition: int, state: PartitionState) -> None:
         due = await self.releaser.due(partition, state)

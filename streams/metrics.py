@@ -40,6 +40,12 @@ class WorkerMetrics:
             "roitrack_events_out", "Messages produced and acknowledged by the broker, per output topic.",
             ["topic"], registry=registry,
         )
+        self.progress_messages = Counter(
+            "roitrack_progress_messages",
+            "Event-time progress reports of person partitions to campaign partitions, sent (out) or "
+            "applied (in); they are not counted as messages or events of the credits topic.",
+            ["direction"], registry=registry,
+        )
         self.dead_letters = Counter(
             "roitrack_dead_letters", "Dead letters produced and acknowledged, per reason and source topic.",
             ["reason", "source_topic"], registry=registry,

@@ -28,11 +28,16 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message to produce: topic, key and JSON value."""
+    """A message to produce: topic, key and JSON value.
+
+    ``partition`` overrides the key's partition; only progress messages, which go
+    to every partition of a topic, set it.
+    """
 
     topic: str
     key: str
     value: dict[str, Any]
+    partition: int | None = None
 
 
 Send = Callable[[Sequence[Outgoing]], Awaitable[None]]

@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 # A referral decided twice (by a worker that lost the partition) is applied
 # once. Returns the number removed.
 _RESOLVE_LUA = """
+local ttl_ms = tonumber(ARGV[1])
 local removed = 0
-local i = 1
+local i = 2
 while i <= #ARGV do
   local hit = redis.call('ZREM', KEYS[1], ARGV[i]) == 1
   local key_index = tonumber(ARGV[i + 1])
@@ -65,9 +66,10 @@ while i <= #ARGV do
   local j = i + 3
   if hit then removed = removed + 1 end
   for _ = 1, pair_count do
-    if hit and key_index > 0 then redis.call('HSETNX', KEYS[key_index], ARGV[j], ARGV[j + 1]) end
+    if hit then redis.call('HSETNX', KEYS[key_index], ARGV[j], ARGV[j + 1]) end
     j = j + 2
   end
+  if hit and ttl_ms > 0 then redis.call('PEXPIRE', KEYS[key_index], ttl_ms) end
   local stat_count = tonumber(ARGV[j])
   j = j + 1
   for _ = 1, stat_count do
@@ -311,7 +313,8 @@ class PersonSocial:
         facts: list[dict[str, Any]] = []
         dead: list[Outgoing] = []
         keys = [self.keys.referral_queue(partition), self.keys.person_stats(partition)]
-        args: list[str | int | bytes] = []
+        # The person's hash expires ROITRACK_REFERRAL_STATE_TTL_S after their last decided referral.
+        args: list[str | int | bytes] = [self.settings.referral_state_ttl_s * 1000]
         decided: list[bytes] = []
         for person_id, raw_fields in zip(persons, stored):
             person = PersonReferrals.from_hash({_text(name): _text(value) for name, value in raw_fields.items()})
@@ -335,7 +338,7 @@ class PersonSocial:
                         stats.append("referrals_credited")
                     if decision.new_customer:
                         stats.append("referral_new_customers")
-                args.extend((queued.member, key_index if writes else 0, len(writes)))
+                args.extend((queued.member, key_index, len(writes)))
                 for name, value in sorted(writes.items()):
                     args.extend((name, value))
                 args.append(len(stats))

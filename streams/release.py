@@ -22,13 +22,13 @@ class Releaser:
     def __init__(
         self,
         processor: "AttributionProcessor",
-        touch_end_offset: Callable[[int], Awaitable[int | None]] | None,
+        end_offset: Callable[[str, int], Awaitable[int | None]] | None,
     ) -> None:
         self.processor = processor
         self.settings = processor.settings
         self.store = processor.store
         self.keys = processor.keys
-        self.touch_end_offset = touch_end_offset
+        self.end_offset = end_offset
         self.settle_ms = int(processor.settings.conversion_settle_s * 1000)
 
     async def due(self, partition: int, state: "PartitionState") -> list[PendingConversion]:
@@ -66,13 +66,13 @@ class Releaser:
     async def _touchpoints_caught_up(self, partition: int, state: "PartitionState", now_s: float) -> bool:
         if now_s - state.last_touch_arrival_s < self.settings.conversion_idle_release_s:
             return False  # touchpoints are still arriving
-        if self.touch_end_offset is None:
+        if self.end_offset is None:
             return True
-        end_offset = await self.touch_end_offset(partition)
+        topic = self.settings.topic_touchpoints
+        end_offset = await self.end_offset(topic, partition)
         if end_offset is None:
             return False
-        applied = state.offsets.get(self.settings.topic_touchpoints, -1)
-        return applied + 1 >= end_offset
+        return state.offsets.get(topic, -1) + 1 >= end_offset
 
     async def touches_for(self, partition: int, due: list[PendingConversion]) -> list[list[StoredTouch]]:
         """Read each conversion's touchpoints: the person's, and those of linked anonymous ids."""

@@ -31,6 +31,15 @@ from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
 from streams.credit_check import credit_problem, parse_time_ms
 from streams.facts import is_fact_message
+from streams.progress import (
+    SourceProgress,
+    deal_clock,
+    decode_progress,
+    encode_sources,
+    is_progress_message,
+    merge_progress,
+    pop_sources,
+)
 from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, utc_now
 from streams.social import CampaignSocial, SocialBatch
 from streams.state import (
@@ -60,6 +69,8 @@ class CampaignPartition:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     continuity_checked: set[str] = field(default_factory=set)
     social: dict[str, SocialAggregate] = field(default_factory=dict)  # see streams.social
+    #: person partition -> its reported event-time progress (see streams.progress)
+    sources: dict[int, SourceProgress] = field(default_factory=dict)
 
 
 class RoiProcessor:
@@ -82,7 +93,8 @@ class RoiProcessor:
             with self.metrics.redis("partition_load"):
                 offsets = await self.store.load_offsets(self.keys.offsets(self.keys.campaign_tag(partition)))
             watermark_ms = offsets.pop(WATERMARK_FIELD, 0)
-            state = CampaignPartition(offsets=offsets, watermark_ms=watermark_ms)
+            sources = pop_sources(offsets)
+            state = CampaignPartition(offsets=offsets, watermark_ms=watermark_ms, sources=sources)
             self.partitions[partition] = state
             # Publish every known campaign once after a (re)load, so an update
             # lost in a crash between the state write and the send is repeated.
@@ -150,30 +162,44 @@ class RoiProcessor:
         messages_in: dict[str, int] = defaultdict(int)
         events_in: dict[str, int] = defaultdict(int)
         social = SocialBatch()
+        progress: dict[int, SourceProgress] = {}
+        progress_in = 0
 
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
             batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
-            messages_in[record.topic] += 1
             problem: FieldError | None
             if record.topic == settings.topic_credits:
-                events_in[record.topic] += 1
                 try:
                     value = orjson.loads(record.value or b"")
                 except orjson.JSONDecodeError as exc:
                     value, problem = None, FieldError(field="(message)", value=None, reason=f"not valid JSON: {exc}")
                 else:
-                    if is_fact_message(value):
+                    if is_progress_message(value):
+                        decoded = decode_progress(value, settings.person_partitions)
+                        if not isinstance(decoded, FieldError):
+                            source, reported = decoded
+                            progress[source] = merge_progress(progress.get(source), reported)
+                            progress_in += 1
+                            continue
+                        problem = decoded
+                    elif is_fact_message(value):
+                        messages_in[record.topic] += 1
+                        events_in[record.topic] += 1
                         self.social.collect_facts(social, record, value, dead)
                         continue
-                    problem = credit_problem(value)
+                    else:
+                        problem = credit_problem(value)
+                messages_in[record.topic] += 1
+                events_in[record.topic] += 1
                 if problem is not None:
                     dead.append(dead_letter(settings.topic_dead_letters, record, "invalid", [problem],
                                             "roi.decode", settings.dead_letter_payload_max_bytes))
                     continue
                 credits.append((record, value))
                 continue
+            messages_in[record.topic] += 1
             items = decode_message(record.value)
             events_in[record.topic] += len(items)
             for item in items:
@@ -261,9 +287,12 @@ class RoiProcessor:
                         SpendRecord(definition.amount, epoch_ms(definition.period_start), epoch_ms(definition.period_end)),
                     )
                 changed.add(aggregate.campaign_id)
+            sources = dict(state.sources)
+            for source, reported in progress.items():
+                sources[source] = merge_progress(sources.get(source), reported)
             deal_events, watermark_ms = await self.social.apply(
-                partition, state, social, batch, watermark_ms, wall_ms, changed, seen_pairs,
-                lambda campaign_id: self._campaign(partition, state, campaign_id),
+                partition, state, social, batch, watermark_ms, deal_clock(sources, settings.person_partitions),
+                wall_ms, changed, seen_pairs, lambda campaign_id: self._campaign(partition, state, campaign_id),
             )
         except (ArithmeticError, ValueError, KeyError, TypeError) as exc:
             # Credits come from our own attribution agent; a malformed one is a bug, not input.
@@ -281,6 +310,11 @@ class RoiProcessor:
             batch.command("ZREMRANGEBYSCORE", seen_key, "-inf", f"({wall_ms - settings.dedup_horizon_s * 1000}")
         if watermark_ms != state.watermark_ms:
             batch.command("HSET", batch.offsets_key, WATERMARK_FIELD, watermark_ms)
+        moved = {source: value for source, value in sources.items() if state.sources.get(source) != value}
+        if moved:
+            batch.command_many("HSET", batch.offsets_key, [
+                item for pair in encode_sources(moved).items() for item in pair
+            ], group=2)
         if history:
             await self._add_history(partition, batch, history)
         # Deal events go out before the state that records them, so a crash sends them
@@ -302,10 +336,13 @@ class RoiProcessor:
         for topic, (_, last) in batch.offset_ranges.items():
             state.offsets[topic] = last
         state.watermark_ms = watermark_ms
+        state.sources = sources
         state.dirty |= changed
         self.stats["credits_applied"] += len(fresh)
         self.stats["facts_applied"] += len(social.facts)
         self.stats["duplicate_facts"] += social.duplicates
+        if progress_in:
+            self.metrics.progress_messages.labels("in").inc(progress_in)
         for topic, value in messages_in.items():
             self.metrics.messages_in.labels(topic).inc(value)
         for topic, value in events_in.items():

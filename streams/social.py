@@ -167,12 +167,17 @@ class CampaignSocial:
         batch: SocialBatch,
         fenced: FencedBatch,
         watermark_ms: int,
+        deal_clock_ms: int | None,
         wall_ms: int,
         changed: set[str],
         seen_pairs: list[str | int],
         load_campaign: CampaignLoader,
     ) -> tuple[list[Outgoing], int]:
-        """Count the batch's social messages and evaluate the deals; return the deal events and the watermark."""
+        """Count the batch's social messages and evaluate the deals; return the deal events and the watermark.
+
+        Deals expire by ``deal_clock_ms``, the event time every person partition
+        has reached (see streams.progress), or not at all while it is None.
+        """
         settings = self.settings
         windows_s = settings.roi_windows_s
         touched: set[str] = set()
@@ -239,7 +244,7 @@ class CampaignSocial:
             for deal in sorted(social.deals.values(), key=lambda deal: deal.deal_id):
                 if deal.status == "expired":
                     continue
-                effects = deal.evaluate(watermark_ms, grace_ms, settings.advocate_reward_min_buyers)
+                effects = deal.evaluate(deal_clock_ms, grace_ms, settings.advocate_reward_min_buyers)
                 if not effects:
                     continue
                 aggregate = await load_campaign(campaign_id)

@@ -7,6 +7,8 @@ other tests' traffic would move.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -16,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from kafka import KafkaProducer
 
 from roitrack.settings import Settings
 from roitrack.topics import create_topics
@@ -41,7 +44,8 @@ def at(minute: int) -> str:
 
 @pytest.fixture
 def social_settings(kafka_bootstrap: str, redis_url: str) -> Iterator[Settings]:
-    settings = unique_settings(kafka_bootstrap, redis_url, deal_expiry_grace_s=60, referral_code_wait_s=60.0)
+    settings = unique_settings(kafka_bootstrap, redis_url, deal_expiry_grace_s=60, referral_code_wait_s=60.0,
+                               progress_interval_s=1.0)
     create_topics(settings, kafka_bootstrap)
     yield settings
     from tests.conftest import _delete_namespace
@@ -223,6 +227,80 @@ def test_expired_deal_reports_refunds(social_settings: Settings, worker: WorkerP
     assert deal_events(settings, "deal_activated", deal) == []
 
 
+class BusyPartitions:
+    """Keep person partitions busy with clicks at early event times, from a thread, until stopped."""
+
+    def __init__(self, settings: Settings, people: list[str], campaign: str) -> None:
+        self.settings, self.people, self.campaign = settings, people, campaign
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="busy-partitions", daemon=True)
+
+    def __enter__(self) -> "BusyPartitions":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5)
+        try:
+            while not self._stop.is_set():
+                for person in self.people:
+                    # Clicks one second apart from 10:00, far before the deadline.
+                    click = {"type": "click", "event_id": f"busy-{person}-{self.sent}", "user_id": person,
+                             "event_time": f"2026-11-10T10:{self.sent // 60 % 60:02d}:{self.sent % 60:02d}Z",
+                             "campaign_id": self.campaign, "channel": "instagram"}
+                    producer.send(self.settings.topic_touchpoints, key=person.encode(), value=orjson.dumps(click))
+                producer.flush()
+                self.sent += 1
+                self._stop.wait(0.3)
+        finally:
+            producer.close()
+
+
+def test_deal_waits_for_a_person_partition_behind_in_event_time(
+    social_settings: Settings, worker: WorkerProcess,
+) -> None:
+    """A partition hours ahead in event time does not expire a deal whose buyers are on a partition behind it."""
+    settings = social_settings
+    campaign, deal = f"camp-{uuid.uuid4().hex[:6]}", f"deal-{uuid.uuid4().hex[:6]}"
+    define_deal(settings, worker, campaign, deal, threshold=2, deadline=at(60))
+    fast, slow_a, slow_b = people_on_partitions("person", settings, 3)
+
+    with BusyPartitions(settings, [slow_a, slow_b], campaign) as busy:
+        # The slow partitions report progress that is not idle before the fast one moves on.
+        wait_for(lambda: busy.sent >= 15, 60, "busy clicks on the slow partitions", worker)
+        send_events(settings, [{"type": "touch", "kind": "like", "event_id": f"like-{fast}", "event_time": at(600),
+                                "user_id": fast, "campaign_id": campaign, "channel": "tiktok"}])
+
+        def like_counted() -> bool:
+            update = lifetime_update(settings, campaign)
+            engagement = (update or {}).get("engagement") or {}
+            return bool(engagement.get("engagements", {}).get("like") == 1)
+
+        wait_for(like_counted, 120, "the like ten hours later counted", worker)
+        time.sleep(2 * settings.progress_interval_s + 1)  # the fast partition's progress reaches the campaign
+        assert deal_events(settings, "deal_expired", deal) == []
+
+        # The buyers bought at 10:00:05 and 10:00:06, before the busy clicks' latest event
+        # times, so their partitions' watermarks are past the settle delay already.
+        purchases = [deal_purchase(slow_a, deal, 0), deal_purchase(slow_b, deal, 0)]
+        for purchase, second in zip(purchases, (5, 6)):
+            purchase["event_time"] = f"2026-11-10T10:00:{second:02d}Z"
+        send_events(settings, purchases)
+        update = wait_for_deal(settings, worker, campaign, deal, "activation by the slow partitions' buyers",
+                               lambda figures: figures["status"] == "active")
+
+    figures = deal_figures(update, deal)
+    assert figures is not None
+    assert (figures["purchases"], figures["refunds"]) == (2, 0)
+    assert len(deal_events(settings, "deal_activated", deal)) == 1
+    assert deal_events(settings, "deal_expired", deal) == []
+
+
 def test_advocate_rewarded_once_never_for_self(social_settings: Settings, worker: WorkerProcess) -> None:
     settings = social_settings
     campaign, deal = f"camp-{uuid.uuid4().hex[:6]}", f"deal-{uuid.uuid4().hex[:6]}"
@@ -275,6 +353,17 @@ def test_advocate_rewarded_once_never_for_self(social_settings: Settings, worker
     assert referrals["clicks"] == 1
     assert [advocate["advocate_id"] for advocate in referrals["top_advocates"]] == [ann]
     assert referrals["top_advocates"][0]["new_customers"] == 4
+
+    # Each buyer's referral state expires ROITRACK_REFERRAL_STATE_TTL_S after their last decision.
+    keys = Keys(settings.redis_namespace)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for buyer in friends:
+            key = keys.person_referrals(partition_for_key(buyer.encode(), settings.person_partitions), buyer)
+            assert client.hget(key, "first") is not None, key
+            assert 0 < client.pttl(key) <= settings.referral_state_ttl_s * 1000, key
+    finally:
+        client.close()
 
 
 def test_restart_emits_deal_events_once(social_settings: Settings, tmp_path: Path) -> None:

@@ -264,7 +264,9 @@ def _credit_records(settings: Settings, credits: list[Outgoing]) -> list[Record]
     offsets: dict[int, int] = {}
     records = []
     for message in credits:
-        partition = partition_for_key(message.key.encode(), settings.campaign_partitions)
+        partition = message.partition
+        if partition is None:
+            partition = partition_for_key(message.key.encode(), settings.campaign_partitions)
         offset = offsets.get(partition, 0)
         offsets[partition] = offset + 1
         records.append(Record(settings.topic_credits, partition, offset, message.key.encode(), orjson.dumps(message.value)))

@@ -108,6 +108,14 @@ def test_deadline_plus_grace_expires_with_refunds() -> None:
     assert state.evaluate(DEADLINE_MS + 10 * GRACE_MS, GRACE_MS, 3) == []
 
 
+def test_no_clock_never_expires() -> None:
+    state = deal()
+    state.add_purchase(bought("a", 1, "12"))
+
+    assert state.evaluate(None, GRACE_MS, 3) == []
+    assert (state.status, len(state.pending)) == ("open", 1)
+
+
 def test_purchase_after_expiry_is_refund() -> None:
     state = deal()
     state.evaluate(DEADLINE_MS + GRACE_MS, GRACE_MS, 3)

@@ -33,7 +33,7 @@ class FakeConsumer:
 
 def end_offset(consumer: FakeConsumer) -> Any:
     pipeline = SimpleNamespace(settings=SimpleNamespace(topic_touchpoints=TOPIC), app=SimpleNamespace(consumer=consumer))
-    return asyncio.run(Pipeline.touch_end_offset(pipeline, 3))  # type: ignore[arg-type]  # only the attributes it reads
+    return asyncio.run(Pipeline.end_offset(pipeline, TOPIC, 3))  # type: ignore[arg-type]  # only the attributes it reads
 
 
 def test_fetch_high_watermark_beyond_listed_offset_wins() -> None:
