@@ -37,8 +37,8 @@ def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+_ZERO = Decimal(0)
 _ONE = Decimal(1)
-_TWO = Decimal(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,9 @@ def eligible_touches(
 
 
 #: Weights are fixed-point with 24 fractional digits and revenue shares with
-#: 18, so their sums are exact in any order under Decimal's 28-digit precision.
+#: 18, so their sums are exact in any order under DECIMAL_CONTEXT. Decimal's
+#: default 28 digits suffice for weights, but not for the shares of amounts
+#: with more than 10 integer digits.
 WEIGHT_QUANTUM = Decimal("1e-24")
 REVENUE_QUANTUM = Decimal("1e-18")
 
@@ -105,11 +107,23 @@ def _close_to(total: Decimal, parts: dict[str, Decimal], quantum: Decimal = WEIG
     """
     if not parts:
         return parts
+    largest_id = ""
+    largest: Decimal | None = None
+    rounded_sum = _ZERO
     for campaign_id, value in parts.items():
-        parts[campaign_id] = value.quantize(quantum, rounding=ROUND_HALF_EVEN)
-    largest = min(parts, key=lambda campaign_id: (-parts[campaign_id], campaign_id))
-    others = sum((value for campaign_id, value in parts.items() if campaign_id != largest), Decimal(0))
-    parts[largest] = total - others
+        rounded = value.quantize(quantum, rounding=ROUND_HALF_EVEN)
+        parts[campaign_id] = rounded
+        rounded_sum += rounded
+        if largest is None or rounded > largest or (rounded == largest and campaign_id < largest_id):
+            largest_id = campaign_id
+            largest = rounded
+    assert largest is not None  # parts is not empty
+    # others is the sum of all parts but the largest. The subtraction is exact
+    # because revenue shares have at most 15 integer and 18 fractional digits and
+    # weights 1 and 24, far fewer than the 60 digits of DECIMAL_CONTEXT. A lone
+    # part subtracts Decimal(0), so the result keeps the exponent of ``total``.
+    others = rounded_sum - largest if len(parts) > 1 else _ZERO
+    parts[largest_id] = total - others
     return parts
 
 
@@ -127,6 +141,10 @@ def first_touch(touches: Sequence[StoredTouch]) -> Weights:
 
 @exact
 def linear(touches: Sequence[StoredTouch]) -> Weights:
+    return _linear(touches)
+
+
+def _linear(touches: Sequence[StoredTouch]) -> Weights:
     share = _ONE / len(touches)
     weights: Weights = {}
     for touch in touches:
@@ -136,10 +154,23 @@ def linear(touches: Sequence[StoredTouch]) -> Weights:
 
 @exact
 def time_decay(touches: Sequence[StoredTouch], conversion_ms: int, half_life_ms: int) -> Weights:
-    """Weight each touch by 2^(-age / half-life), normalised to sum to 1."""
-    raw = [
-        _TWO ** (Decimal(touch.time_ms - conversion_ms) / Decimal(half_life_ms)) for touch in touches
-    ]
+    """Weight each touch by 2^(-age / half-life), normalised to sum to 1.
+
+    Normalisation cancels any common factor, so the weights depend only on the
+    time between the touches and ``conversion_ms`` does not change them. The
+    decay factors are floats, so a weight can differ from the exact value by
+    up to about 1e-16. The normalisation and rounding are Decimal, so the
+    weights still sum to exactly 1.
+    """
+    return _time_decay(touches, half_life_ms)
+
+
+def _time_decay(touches: Sequence[StoredTouch], half_life_ms: int) -> Weights:
+    # A float power is thousands of times cheaper than Decimal's non-integer power
+    # at 60 digits. The ages count from the newest touch, so its factor is exactly 1
+    # and the total cannot underflow to zero, however many half-lives old the touches are.
+    newest_ms = max(touch.time_ms for touch in touches)
+    raw = [Decimal(2.0 ** ((touch.time_ms - newest_ms) / half_life_ms)) for touch in touches]
     total = sum(raw, Decimal(0))
     weights: Weights = {}
     for touch, value in zip(touches, raw):
@@ -155,6 +186,10 @@ def position_based(
 
     One touch takes everything; two touches split evenly.
     """
+    return _position_based(touches, first_share, last_share)
+
+
+def _position_based(touches: Sequence[StoredTouch], first_share: Decimal, last_share: Decimal) -> Weights:
     count = len(touches)
     if count == 1:
         return {touches[0].campaign_id: _ONE}
@@ -182,14 +217,13 @@ def credit_all_models(
     """
     if not touches:
         raise ValueError("credit_all_models needs at least one touchpoint")
+    # The undecorated model functions, because DECIMAL_CONTEXT is already active here.
     models: dict[AttributionModel, Weights] = {
         "last_touch": last_touch(touches),
         "first_touch": first_touch(touches),
-        "linear": linear(touches),
-        "time_decay": time_decay(touches, conversion_ms, params.half_life_ms),
-        "position_based": position_based(
-            touches, params.position_first_share, params.position_last_share
-        ),
+        "linear": _linear(touches),
+        "time_decay": _time_decay(touches, params.half_life_ms),
+        "position_based": _position_based(touches, params.position_first_share, params.position_last_share),
     }
     return models
 

@@ -1,23 +1,26 @@
 """Decode Kafka message values into validated events, or into field errors.
 
 A message value is one JSON event object, or a JSON array of event objects
-(a batch). Every event is validated on its own, so one bad event in a batch
-rejects only that event.
+(a batch). One bad event in a batch rejects only that event, because a batch
+that fails validation as a whole is validated again event by event.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.common import StrictModel
 from schemas.events import EVENT_TYPES, InputEvent
 from schemas.outputs import FieldError
 
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(InputEvent)
+#: Validator of a whole batch message in one pydantic-core call. It accepts a
+#: list exactly when _EVENT_ADAPTER accepts each item, and stops at the first error.
+_BATCH_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(Annotated[list[InputEvent], Field(fail_fast=True)])
 _VALUE_PREVIEW_CHARS = 80
 
 
@@ -129,5 +132,10 @@ def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:
                     raw,
                 )
             ]
-        return [validate_event(item, index, _dumps_or_repr(item)) for index, item in enumerate(payload)]
+        try:
+            return _BATCH_ADAPTER.validate_python(payload)
+        except ValidationError:
+            # Validate event by event, so that every rejected event gets its own
+            # field errors, index and raw bytes, and the valid ones still pass.
+            return [validate_event(item, index, _dumps_or_repr(item)) for index, item in enumerate(payload)]
     return [validate_event(payload, None, raw)]

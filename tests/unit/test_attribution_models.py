@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from roitrack.attribution import (
+    DECIMAL_CONTEXT,
     WEIGHT_QUANTUM,
     AttributionParams,
     StoredTouch,
@@ -215,6 +216,26 @@ def test_linear_single_campaign_gets_all() -> None:
     assert linear(touches) == {"a": Decimal(1)}
 
 
+def test_linear_remainder_goes_to_lowest_campaign_id() -> None:
+    # Three shares of 0.333...333 (24 digits) leave 1e-24 over. The parts tie, so the lowest id takes it.
+    touches = [touch("e1", "c", 1), touch("e2", "a", 2), touch("e3", "b", 3)]
+
+    weights = linear(touches)
+
+    assert weights["a"] == Decimal("0.333333333333333333333334")
+    assert weights["b"] == Decimal("0.333333333333333333333333")
+    assert weights["c"] == Decimal("0.333333333333333333333333")
+
+
+def test_linear_remainder_goes_to_largest_part() -> None:
+    touches = [touch("e1", "a", 1), touch("e2", "b", 2), touch("e3", "b", 3)]
+
+    weights = linear(touches)
+
+    assert weights["a"] == Decimal("0.333333333333333333333333")
+    assert weights["b"] == Decimal("0.666666666666666666666667")
+
+
 # --- time_decay ----------------------------------------------------------
 
 
@@ -294,6 +315,82 @@ def test_time_decay_newer_touch_weighs_more() -> None:
     weights = time_decay(touches, CONVERSION_MS, HALF_LIFE_MS)
 
     assert weights["new"] > weights["old"]
+
+
+def decimal_time_decay(touches: list[StoredTouch], conversion_ms: int, half_life_ms: int) -> dict[str, Decimal]:
+    """Compute time-decay weights with 60-digit Decimal powers, unrounded, as a reference."""
+    with localcontext(Context(prec=60)):
+        raw = [Decimal(2) ** (Decimal(stored.time_ms - conversion_ms) / Decimal(half_life_ms)) for stored in touches]
+        total = sum(raw, Decimal(0))
+        weights: dict[str, Decimal] = {}
+        for stored, value in zip(touches, raw):
+            weights[stored.campaign_id] = weights.get(stored.campaign_id, Decimal(0)) + value / total
+    return weights
+
+
+def decay_touches(offsets_ms: list[int], campaign_count: int) -> list[StoredTouch]:
+    return sorted(
+        (touch(f"e{index}", f"c{index % campaign_count}", CONVERSION_MS - offset) for index, offset in enumerate(offsets_ms)),
+        key=lambda stored: (stored.time_ms, stored.event_id),
+    )
+
+
+@given(
+    offsets_ms=st.lists(st.integers(min_value=0, max_value=CLICK_LOOKBACK_MS), min_size=1, max_size=40),
+    campaign_count=st.integers(min_value=1, max_value=5),
+    half_life_ms=st.sampled_from([HOUR_MS, DAY_MS, HALF_LIFE_MS]),
+)
+def test_time_decay_near_decimal_powers(offsets_ms: list[int], campaign_count: int, half_life_ms: int) -> None:
+    # The float decay factors carry about 16 significant digits, and every weight is at most 1.
+    touches = decay_touches(offsets_ms, campaign_count)
+
+    weights = time_decay(touches, CONVERSION_MS, half_life_ms)
+    reference = decimal_time_decay(touches, CONVERSION_MS, half_life_ms)
+
+    assert set(weights) == set(reference)
+    for campaign_id, expected in reference.items():
+        assert abs(weights[campaign_id] - expected) <= Decimal("1e-15"), campaign_id
+
+
+@given(
+    offsets_ms=st.lists(st.integers(min_value=0, max_value=CLICK_LOOKBACK_MS), min_size=1, max_size=40),
+    campaign_count=st.integers(min_value=1, max_value=5),
+    half_life_ms=st.integers(min_value=1_000, max_value=400 * DAY_MS),
+    revenue_cents=st.integers(min_value=0, max_value=10**17 - 1),
+)
+def test_time_decay_sums_exactly(offsets_ms: list[int], campaign_count: int, half_life_ms: int, revenue_cents: int) -> None:
+    touches = decay_touches(offsets_ms, campaign_count)
+    revenue = Decimal(revenue_cents) / 100
+
+    weights = time_decay(touches, CONVERSION_MS, half_life_ms)
+    shares = revenue_shares(weights, revenue)
+
+    assert sum(weights.values(), Decimal(0)) == Decimal(1)
+    assert all(weight >= 0 for weight in weights.values())
+    assert all(weight == weight.quantize(WEIGHT_QUANTUM) for weight in weights.values())
+    # Shares of 15 integer digits and 18 fractional ones need more than Decimal's default 28 digits.
+    with localcontext(DECIMAL_CONTEXT):
+        assert sum(shares.values(), Decimal(0)) == revenue
+
+
+def test_time_decay_many_half_lives_old() -> None:
+    # With a one-second half-life, touches 39 and 40 days old decay by 2^-3,369,600
+    # and 2^-3,456,000. Both are below the smallest Decimal exponent, so 60-digit
+    # Decimal powers would round both to 0 and the normalisation would divide by zero.
+    touches = [touch("e1", "old", CONVERSION_MS - 40 * DAY_MS), touch("e2", "newer", CONVERSION_MS - 39 * DAY_MS)]
+
+    weights = time_decay(touches, CONVERSION_MS, 1_000)
+
+    assert weights == {"old": Decimal(0), "newer": Decimal(1)}
+
+
+def test_time_decay_equal_ages_many_half_lives_old() -> None:
+    time_ms = CONVERSION_MS - 40 * DAY_MS
+    touches = [touch("e1", "a", time_ms), touch("e2", "b", time_ms)]
+
+    weights = time_decay(touches, CONVERSION_MS, 1_000)
+
+    assert weights == {"a": Decimal("0.5"), "b": Decimal("0.5")}
 
 
 # --- position_based ------------------------------------------------------
@@ -474,6 +571,12 @@ def test_revenue_shares_thirds_sum_to_revenue() -> None:
     shares = revenue_shares(weights, revenue)
 
     assert sum(shares.values(), Decimal(0)) == revenue
+
+
+def test_revenue_shares_single_campaign_keeps_revenue_text() -> None:
+    shares = revenue_shares({"a": Decimal(1)}, Decimal("19.99"))
+
+    assert str(shares["a"]) == "19.99"
 
 
 def test_revenue_shares_zero_revenue() -> None:

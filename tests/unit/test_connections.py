@@ -22,6 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from pydantic import ValidationError
+from redis._parsers import _AsyncHiredisParser, _HiredisParser
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 from roitrack.cli import _load
 from roitrack.connections import (
@@ -458,6 +461,24 @@ def test_redis_url_carries_credentials_and_tls(tls: TlsFiles) -> None:
     assert kwargs["db"] == 2
     assert kwargs["ssl_ca_certs"] == str(tls.ca_cert)
     assert issubclass(client.connection_pool.connection_class, aioredis.SSLConnection)
+
+
+def test_redis_clients_use_hiredis() -> None:
+    # hiredis is a dependency so that redis-py parses replies in C.
+    # redis-py 8 falls back to its Python parser, without a warning, when hiredis is
+    # missing or older than 3.2. make_connection() opens no socket.
+    settings = load_settings()
+    connection = redis_client(settings).connection_pool.make_connection()
+    sync_client = sync_redis_client(settings)
+    try:
+        sync_connection = sync_client.connection_pool.make_connection()
+
+        assert HIREDIS_AVAILABLE
+        assert isinstance(connection._parser, _AsyncHiredisParser)
+        assert isinstance(connection._command_packer, HiredisRespSerializer)
+        assert isinstance(sync_connection._parser, _HiredisParser)
+    finally:
+        sync_client.close()
 
 
 def test_redis_cluster_client_type() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.common import StrictModel
-from schemas.decode import Rejected, decode_message, describe_value
+from schemas.decode import Rejected, decode_message, describe_value, validate_event
 from schemas.events import Click, Purchase, Spend
 from schemas.outputs import FieldError
 
@@ -354,6 +354,23 @@ def test_nested_batch_item_rejected() -> None:
     assert only_error(result).field == "(event)"
 
 
+def test_valid_batch_equals_single_decodes() -> None:
+    events = [VALID_CLICK, VALID_PURCHASE, VALID_CAMPAIGN, VALID_SPEND, changed(VALID_CLICK, event_id="click-2")]
+
+    results = decode_message(orjson.dumps(events))
+
+    assert results == [decode_one(event) for event in events]
+
+
+def test_batch_bad_first_event_keeps_later_ones() -> None:
+    bad = changed(VALID_CLICK, event_time="1969-12-31T23:59:59Z")
+
+    results = decode_message(orjson.dumps([bad, VALID_CLICK, VALID_PURCHASE]))
+
+    assert only_error(results[0]).field == "event_time"
+    assert results[1:] == [decode_one(VALID_CLICK), decode_one(VALID_PURCHASE)]
+
+
 # --- describe_value ------------------------------------------------------
 
 
@@ -431,6 +448,20 @@ def test_random_batch_one_result_per_item(items: list[object]) -> None:
     for index, result in enumerate(results):
         if isinstance(result, Rejected):
             assert result.index == index
+
+
+@given(st.lists(JSON_VALUES | st.sampled_from(VALID_EVENTS), min_size=1, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_batch_equals_event_by_event(items: list[object]) -> None:
+    # A batch is validated in one call when every event is valid, and event by event otherwise.
+    raw = json.dumps(items).encode()
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # orjson rejects integers beyond 64 bits, so the whole message is undecodable
+    expected = [validate_event(item, index, orjson.dumps(item)) for index, item in enumerate(decoded)]
+
+    assert decode_message(raw) == expected
 
 
 @pytest.mark.parametrize("code", ["ABC", "EUX", "XXX"])
