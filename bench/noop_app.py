@@ -1,9 +1,9 @@
 """The ceiling: a Faust app whose only agent decodes each message's JSON and does nothing else.
 
 Usage: ``python -m bench.noop_app RESULT_FILE EXPECTED_EVENTS``, with the
-ROITRACK_* variables set. The app uses roitrack's Faust settings
-(``streams.app.faust_config``) and its agent takes batches the way roitrack's
-agents do: ``stream.take_events(ROITRACK_BATCH_MAX_EVENTS,
+ROITRACK_* variables set. The app uses roitrack's Faust settings and consumer
+transport (``streams.app.create_faust_app``), and its agent takes batches the
+way roitrack's agents do: ``stream.take_events(ROITRACK_BATCH_MAX_EVENTS,
 within=ROITRACK_BATCH_WITHIN_S)`` over the touchpoints and conversions topics.
 It writes the wall time of its first batch to RESULT_FILE, and once it has
 decoded EXPECTED_EVENTS events, also the time of its last batch and its counts.
@@ -23,7 +23,7 @@ import orjson
 from bench.procinfo import write_result
 from bench.worker import configure_logging
 from roitrack.settings import load_settings
-from streams.app import faust_config
+from streams.app import create_faust_app
 
 
 def main(argv: list[str]) -> None:
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     expected_events = int(argv[1])
     configure_logging()
     settings = load_settings()
-    app = faust.App(settings.app_id, **faust_config(settings))
+    app = create_faust_app(settings)
     topics = app.topic(settings.topic_touchpoints, settings.topic_conversions, key_type=bytes, value_type=bytes)
     counts = {"events": 0, "messages": 0, "batches": 0}
     first_batch_s: list[float] = []

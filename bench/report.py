@@ -162,6 +162,11 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append("broker delivery delay to a waiting fetch: " + ", ".join(
             f"{probe['fetch_max_wait_ms']:.0f} ms wait: p50 {probe['p50_ms']:.0f} ms, max {probe['max_ms']:.0f} ms"
             for probe in probes))
+    worker_probes = results.get("worker_fetch_delay") or []
+    if worker_probes:
+        lines.append("delivery delay to the worker's Faust consumer: " + ", ".join(
+            f"{probe['fetch_max_wait_ms']:.0f} ms wait: p50 {probe['p50_ms']:.0f} ms, max {probe['max_ms']:.0f} ms"
+            for probe in worker_probes))
     memory = results.get("memory")
     if memory:
         lines.append("")

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import redis
 
-from bench.fetch_probe import probe_fetch_delay
+from bench.fetch_probe import probe_fetch_delay, probe_worker_delivery
 from bench.latency import run_latency
 from bench.procinfo import load_average
 from bench.profile import read_collapsed, summarise, write_flame_graph
@@ -205,6 +205,10 @@ def _measure(harness: Harness, options: Options, results: dict[str, Any]) -> Non
     progress("broker delivery delay to a waiting fetch: " + ", ".join(
         f"fetch_max_wait_ms={probe['fetch_max_wait_ms']:.0f}: p50 {probe['p50_ms']:.0f} ms, max {probe['max_ms']:.0f} ms"
         for probe in results["broker_fetch_delay"]))
+    results["worker_fetch_delay"] = probe_worker_delivery(harness.base, harness.run_id)
+    progress("delivery delay to the worker's Faust consumer: " + ", ".join(
+        f"fetch_max_wait_ms={probe['fetch_max_wait_ms']:.0f}: p50 {probe['p50_ms']:.0f} ms, max {probe['max_ms']:.0f} ms"
+        for probe in results["worker_fetch_delay"]))
     workload = plan_workload(options.events, harness.campaign_ids, harness.base.person_partitions, seed=options.seed)
     results["workload"] = {
         "events": len(workload.items), "clicks": workload.clicks, "purchases": workload.purchases,
@@ -296,7 +300,7 @@ def _median_memory(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _worker_settings(settings: Settings) -> dict[str, Any]:
     names = ("person_partitions", "campaign_partitions", "batch_max_events", "batch_within_s", "conversion_settle_s",
              "conversion_idle_release_s", "roi_update_interval_s", "consumer_session_timeout_s", "consumer_heartbeat_s",
-             "roi_windows_s", "max_touchpoints_per_person")
+             "consumer_fetch_max_wait_ms", "roi_windows_s", "max_touchpoints_per_person")
     return {name: getattr(settings, name) for name in names}
 
 

@@ -1,9 +1,9 @@
 """The baseline: last-touch attribution written the naive Faust way, with default tables.
 
 Usage: ``python -m bench.table_app RESULT_FILE EXPECTED_PURCHASES``, with the
-ROITRACK_* variables set. Faust settings are roitrack's
-(``streams.app.faust_config``), except that the app may declare topics,
-because its tables need changelog topics. Tables use Faust's default store
+ROITRACK_* variables set. Faust settings and the consumer transport are
+roitrack's (``streams.app.create_faust_app``), except that the app may declare
+topics, because its tables need changelog topics. Tables use Faust's default store
 (``memory://``) and write every change to their changelog topic.
 
 Agent ``bench.attribute`` reads the touchpoints and conversions topics one
@@ -40,7 +40,7 @@ import orjson
 from bench.procinfo import write_result
 from bench.worker import configure_logging
 from roitrack.settings import load_settings
-from streams.app import faust_config
+from streams.app import create_faust_app
 
 
 def _time_ms(text: str) -> int:
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
     expected_purchases = int(argv[1])
     configure_logging()
     settings = load_settings()
-    app = faust.App(settings.app_id, **{**faust_config(settings), "topic_allow_declare": True})
+    app = create_faust_app(settings, topic_allow_declare=True)
     json_schema: faust.Schema[Any, Any] = faust.Schema(key_serializer="json", value_serializer="json")
     touches = app.Table("touches", default=list, partitions=settings.person_partitions, schema=json_schema)
     pending = app.Table("pending", default=list, partitions=settings.person_partitions, schema=json_schema)

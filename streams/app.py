@@ -27,6 +27,7 @@ from roitrack.embedded import redacted_url
 from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
 from streams.dashboard import register_dashboard
+from streams.kafka_transport import Transport
 from streams.metrics import WorkerMetrics
 from streams.records import Outgoing, Record
 from streams.reread import read_offset_ranges
@@ -47,7 +48,7 @@ _RETRY_MAX_S = 30.0
 
 
 def faust_data_dir(settings: Settings) -> Path:
-    """Return Faust's directory for this app; Pipeline creates its parent."""
+    """Return Faust's directory for this app; create_faust_app creates its parent."""
     parent = Path(settings.data_dir) if settings.data_dir else Path(tempfile.gettempdir()) / "roitrack"
     return parent / f"{settings.app_id}-data"
 
@@ -85,6 +86,21 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def create_faust_app(settings: Settings, **overrides: Any) -> faust.App:
+    """Create the Faust app from ``faust_config`` and ``overrides``, with roitrack's consumer transport.
+
+    The transport applies ``ROITRACK_CONSUMER_FETCH_MAX_WAIT_MS``, which Faust has
+    no setting for. Faust creates its own transport only on first use, which comes
+    later, so its consumer and conductor use this one. The producer keeps Faust's.
+    """
+    faust_data_dir(settings).parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.app_id, **{**faust_config(settings), **overrides})
+    app.transport = Transport(
+        app.conf.broker_consumer, app, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms
+    )
+    return app
+
+
 def _records(events: Sequence[EventT[bytes]]) -> list[Record]:
     records = []
     for event in events:
@@ -98,8 +114,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        faust_data_dir(settings).parent.mkdir(parents=True, exist_ok=True)
-        self.app = faust.App(settings.app_id, **faust_config(settings))
+        self.app = create_faust_app(settings)
         self.metrics = WorkerMetrics()
         self.redis = connect(settings)
         self.store = StateStore(self.redis, Keys(settings.redis_namespace), self.metrics)

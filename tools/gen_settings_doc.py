@@ -6,7 +6,7 @@ Run from the repository root with the project installed in .venv:
     .venv/bin/python tools/gen_settings_doc.py --check   # exit 1 when the file is out of date
 
 The settings table comes from ``Settings.model_fields``: names, defaults,
-descriptions and numeric bounds. Units follow the name suffix (``_s``,
+descriptions and numeric bounds. Units follow the name suffix (``_s``, ``_ms``,
 ``_bytes``, ``_share``) or the overrides below. The Faust table lists every key
 that ``faust_config`` sets, with the reason recorded in ``FAUST_REASONS``.
 Adding a key to ``faust_config`` without a reason here makes this script fail.
@@ -150,6 +150,8 @@ def unit_of(name: str, field: FieldInfo) -> str:
         return UNIT_OVERRIDES[name]
     if name.endswith("_s"):
         return "seconds"
+    if name.endswith("_ms"):
+        return "milliseconds"
     if name.endswith("_bytes"):
         return "bytes"
     if name.endswith("_share"):
@@ -376,6 +378,12 @@ def render() -> str:
         f"The Faust defaults are those of faust-streaming {faust_version}.",
         "",
         *faust_rows(),
+        "",
+        "`streams.app.create_faust_app` also replaces Faust's consumer transport with",
+        "`streams/kafka_transport.py`, which creates the aiokafka consumer with",
+        "`fetch_max_wait_ms` from `ROITRACK_CONSUMER_FETCH_MAX_WAIT_MS`. Faust",
+        f"{faust_version} has no setting for it and creates its worker consumer with 1500 ms. The",
+        "producer and every other consumer option stay Faust's.",
         "",
     ]
     return "\n".join(lines)
