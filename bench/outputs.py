@@ -139,6 +139,8 @@ def credit_positions(credit_records: list[Any]) -> dict[str, tuple[str, Decimal]
     positions: dict[str, tuple[str, Decimal]] = {}
     for record in sorted(credit_records, key=lambda record: (record.partition, record.offset)):
         credit = orjson.loads(record.value)
+        if not isinstance(credit, dict) or "weights" not in credit:
+            continue  # a fact array or a progress report, which carry no credit
         weight = credit["weights"].get(DEFAULT_MODEL)
         if weight is None or Decimal(weight) == 0:
             continue
