@@ -164,10 +164,11 @@ class DealState:
 
     @exact
     def evaluate(self, clock_ms: int | None, grace_ms: int, reward_min_buyers: int) -> list[Effect]:
-        """Activate, expire and reward as the state allows; each happens at most once.
+        """Activate, expire and reward as the state allows, each at most once.
 
-        ``clock_ms`` is the event time up to which every purchase has arrived; the
-        deal expires once it passes the deadline plus ``grace_ms``. None never expires it.
+        ``clock_ms`` is the event time up to which every purchase has arrived. The
+        deal expires once it passes the deadline plus ``grace_ms``, and never while
+        it is None.
         """
         effects: list[Effect] = []
         if self.status == "open" and self.defined:

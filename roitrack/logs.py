@@ -50,8 +50,8 @@ class ConnectionErrorTracebacks(logging.Filter):
     kafka-python 3.0 logs a reset or refused broker connection with
     ``log.exception`` and then reconnects by itself, so the traceback only hides
     real errors. Its read loop can also run once more after ``close()`` has set
-    the socket to None; that AttributeError is turned into a connection error by
-    the client too, so it gets the same one line. Other exceptions keep their
+    the socket to None. The client turns that AttributeError into a connection
+    error too, so it gets the same one line. Other exceptions keep their
     traceback.
     """
 

@@ -166,8 +166,8 @@ class AttributionProcessor:
         fetched_end_offset: Callable[[str, int], int | None] | None = None,
     ) -> None:
         """``end_offset(topic, partition)`` returns the broker's end offset of one
-        input partition, or None when unknown; ``fetched_end_offset`` returns the
-        end offset seen in the consumer's latest fetch without asking the broker;
+        input partition, or None when unknown. ``fetched_end_offset`` returns the
+        end offset seen in the consumer's latest fetch, without a broker request.
         ``rewind`` schedules messages to be read again when Redis is missing them
         (see streams.state)."""
         self.settings = settings
@@ -620,8 +620,8 @@ class AttributionProcessor:
         """Return the event time up to which this partition has credited every deal purchase it read.
 
         Each input topic has got as far as the latest event time it delivered. A
-        topic with a backlog in the consumer's latest fetch holds the progress
-        back to its own; otherwise the furthest topic counts. A deal purchase
+        topic with a backlog in the consumer's latest fetch limits the progress
+        to its own event time. Without a backlog, the furthest topic counts. A deal purchase
         still pending holds it back to just before its event time.
         """
         topics = (self.settings.topic_touchpoints, self.settings.topic_conversions)

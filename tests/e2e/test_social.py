@@ -261,7 +261,7 @@ class BusyPartitions:
             producer.close()
 
 
-def test_deal_waits_for_a_person_partition_behind_in_event_time(
+def test_deal_waits_for_slow_partition(
     social_settings: Settings, worker: WorkerProcess,
 ) -> None:
     """A partition hours ahead in event time does not expire a deal whose buyers are on a partition behind it."""
