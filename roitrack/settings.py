@@ -181,7 +181,8 @@ class Settings(BaseSettings):
         description=(
             "Seconds of wall time after which pending conversions are attributed anyway, once "
             "the worker has applied every touchpoint the broker holds for the partition and none "
-            "arrived for as long. Ends the wait at the end of a stream or in a quiet period."
+            "arrived for as long. Ends the wait at the end of a stream or in a quiet period. "
+            "An input topic quiet for as long stops holding back the partition's deal progress."
         ),
     )
     allowed_lateness_s: int = Field(

@@ -48,7 +48,7 @@ from streams.crediting import (
     encode_touch,
 )
 from streams.quality import FloodCheck, is_bot
-from streams.progress import ProgressReporter, SourceProgress
+from streams.progress import ProgressReporter, SourceProgress, partition_progress
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
 from streams.referrals import PersonSocial, QueuedReferral
 from streams.release import Releaser
@@ -117,7 +117,8 @@ class PartitionState:
     max_event_ms: dict[str, int]  # per input topic: lateness is measured within one stream
     pending: dict[bytes, PendingConversion] = field(default_factory=dict)
     last_touch_arrival_s: float = 0.0
-    last_input_arrival_s: float = 0.0
+    # Per input topic: when the worker last applied a message of it (monotonic seconds).
+    input_arrival_s: dict[str, float] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     continuity_checked: set[str] = field(default_factory=set)
     referrals: dict[bytes, QueuedReferral] = field(default_factory=dict)  # see streams.referrals
@@ -217,7 +218,8 @@ class AttributionProcessor:
             # the idle release waits its full time from the load.
             state = PartitionState(
                 offsets=offsets, watermark_ms=watermark_ms, max_event_ms=max_event_ms,
-                last_touch_arrival_s=now_s, last_input_arrival_s=now_s,
+                last_touch_arrival_s=now_s,
+                input_arrival_s={self.settings.topic_touchpoints: now_s, self.settings.topic_conversions: now_s},
             )
             with self.metrics.redis("partition_load"):
                 members: list[bytes] = await self.store.client.zrange(self.keys.pending(partition), 0, -1)  # type: ignore[assignment]  # the client returns bytes (decode_responses=False)
@@ -520,9 +522,11 @@ class AttributionProcessor:
             state.offsets[topic] = last
         state.watermark_ms = watermark_ms
         state.max_event_ms = plan.max_event_ms
-        state.last_input_arrival_s = time.monotonic()
+        arrived_s = time.monotonic()
+        for topic in batch.offset_ranges:
+            state.input_arrival_s[topic] = arrived_s
         if plan.touches:
-            state.last_touch_arrival_s = state.last_input_arrival_s
+            state.last_touch_arrival_s = arrived_s
         for pending in new_pending:
             state.pending[pending.member] = pending
         self.social.applied(state, social)
@@ -619,25 +623,26 @@ class AttributionProcessor:
     def _progress(self, partition: int, state: PartitionState, now_s: float) -> SourceProgress:
         """Return the event time up to which this partition has credited every deal purchase it read.
 
-        Each input topic has got as far as the latest event time it delivered. A
-        topic with a backlog in the consumer's latest fetch limits the progress
-        to its own event time. Without a backlog, the furthest topic counts. A deal purchase
-        still pending holds it back to just before its event time.
+        A topic is active while the consumer's latest fetch left a backlog on it,
+        or while a message of it arrived within the idle-release time; see
+        streams.progress for the rule.
         """
         topics = (self.settings.topic_touchpoints, self.settings.topic_conversions)
         reached = {topic: state.max_event_ms.get(topic, 0) for topic in topics}
-        backlog = [topic for topic in topics if self._has_backlog(topic, partition, state)]
-        progress_ms = min(reached[topic] for topic in backlog) if backlog else max(reached.values())
+        idle_s = self.settings.conversion_idle_release_s
+        active = [
+            topic for topic in topics
+            if self._has_backlog(topic, partition, state) or now_s - state.input_arrival_s.get(topic, 0.0) < idle_s
+        ]
         deal_times = [pending.time_ms for pending in state.pending.values() if pending.deal_id is not None]
-        if deal_times:
-            progress_ms = min(progress_ms, min(deal_times) - 1)
-        # Idle: caught up on both topics as of the latest fetch, and nothing arrived for the
-        # idle-release time. The fetch's end offset costs no broker request, unlike ListOffsets.
-        quiet = now_s - state.last_input_arrival_s >= self.settings.conversion_idle_release_s
-        return SourceProgress(progress_ms, idle=quiet and not backlog and not deal_times)
+        return partition_progress(reached, active, deal_times)
 
     def _has_backlog(self, topic: str, partition: int, state: PartitionState) -> bool:
-        """Return True when the latest fetch ended beyond the applied offset, or nothing was fetched yet."""
+        """Return True when the latest fetch ended beyond the applied offset, or nothing was fetched yet.
+
+        It reads the end offset of the consumer's latest fetch, which costs no
+        broker request, unlike ListOffsets.
+        """
         if self.fetched_end_offset is None:
             return False
         end_offset = self.fetched_end_offset(topic, partition)

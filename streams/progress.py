@@ -15,12 +15,21 @@ message goes after the credits the partition released up to that time, from
 the same producer to the same topic partition, so a campaign partition that
 reads the message has read those credits already. The progress is:
 
-- ``progress_ms``: the person partition's watermark minus the settle delay, and
-  below the earliest deal purchase still pending there, so every deal purchase
-  at or before it has been credited;
-- ``idle``: the partition has applied both input topics up to the end offset
-  of the consumer's latest fetch, nothing arrived for
-  ``ROITRACK_CONVERSION_IDLE_RELEASE_S``, and no deal purchase is pending.
+- ``progress_ms``: per input topic (touchpoints, conversions), the latest event
+  time the partition applied. A topic is active while the consumer's latest
+  fetch left a backlog on it or a message of it arrived within
+  ``ROITRACK_CONVERSION_IDLE_RELEASE_S``; the progress is the earliest of the
+  active topics, or the furthest topic when none is active. It stays below the
+  earliest deal purchase still pending, so every deal purchase at or before it
+  has been credited;
+- ``idle``: no input topic is active and no deal purchase is pending.
+
+A quiet topic cannot hold the progress back, or a partition with few purchases
+would stop deals from expiring. The cost is the one an idle source has in
+Flink. A producer that delays an old event for longer than the idle time while
+it sends later ones can see the event arrive after the clock passed it.
+Producers that pack events into batch messages therefore send every buffer
+within ``ROITRACK_DEAL_EXPIRY_GRACE_S`` of event time (``roitrack.replay``).
 
 The campaign side (``deal_clock``) takes the earliest progress over the person
 partitions that are not idle. An idle partition does not hold deals back, as
@@ -33,7 +42,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from schemas.decode import describe_value
 from schemas.outputs import FieldError
@@ -51,6 +60,21 @@ class SourceProgress:
 
     progress_ms: int
     idle: bool
+
+
+def partition_progress(reached: Mapping[str, int], active: Iterable[str], deal_times: Iterable[int]) -> SourceProgress:
+    """Return one person partition's progress (see the module docstring).
+
+    ``reached`` maps each input topic to the latest event time applied from it,
+    ``active`` names the topics with a backlog or a recent message, and
+    ``deal_times`` are the event times of the deal purchases still pending.
+    """
+    active_ms = [reached.get(topic, 0) for topic in active]
+    progress_ms = min(active_ms) if active_ms else max(reached.values(), default=0)
+    earliest_deal_ms = min(deal_times, default=None)
+    if earliest_deal_ms is not None:
+        progress_ms = min(progress_ms, earliest_deal_ms - 1)
+    return SourceProgress(progress_ms, idle=not active_ms and earliest_deal_ms is None)
 
 
 def is_progress_message(value: Any) -> bool:

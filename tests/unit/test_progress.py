@@ -14,6 +14,7 @@ from streams.progress import (
     decode_progress,
     encode_sources,
     merge_progress,
+    partition_progress,
     pop_sources,
     progress_message,
 )
@@ -113,3 +114,35 @@ def test_reporter_sends_to_every_campaign_partition_when_changed() -> None:
     assert [message.partition for message in sent[0]] == [0, 1, 2]
     assert {message.topic for message in sent[0]} == {"credits"}
     assert [message.value["idle"] for message in sent[1]] == [True, True, True]
+
+
+TOUCH, CONVERSION = "touchpoints", "conversions"
+
+
+def test_progress_is_earliest_active_topic() -> None:
+    # Purchases arrived a moment ago up to 12:00; touchpoints are at 18:00.
+    # A packed conversions message may still be on its way, so 12:00 counts.
+    reached = {TOUCH: 18 * 3_600_000, CONVERSION: 12 * 3_600_000}
+
+    assert partition_progress(reached, [TOUCH, CONVERSION], []) == SourceProgress(12 * 3_600_000, False)
+
+
+def test_quiet_topic_does_not_hold_back() -> None:
+    reached = {TOUCH: 18 * 3_600_000, CONVERSION: 12 * 3_600_000}
+
+    assert partition_progress(reached, [TOUCH], []) == SourceProgress(18 * 3_600_000, False)
+
+
+def test_no_active_topic_means_idle() -> None:
+    reached = {TOUCH: 18 * 3_600_000, CONVERSION: 12 * 3_600_000}
+
+    assert partition_progress(reached, [], []) == SourceProgress(18 * 3_600_000, True)
+    assert partition_progress({}, [], []) == SourceProgress(0, True)
+
+
+def test_pending_deal_purchase_limits_progress() -> None:
+    reached = {TOUCH: 18 * 3_600_000, CONVERSION: 17 * 3_600_000}
+
+    progress = partition_progress(reached, [], [15 * 3_600_000, 16 * 3_600_000])
+
+    assert progress == SourceProgress(15 * 3_600_000 - 1, False)
