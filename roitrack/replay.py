@@ -98,20 +98,6 @@ def campaign_events(path: Path) -> Iterator[tuple[bytes, Any]]:
         yield orjson.dumps(event), event
 
 
-def _event_time_ms(event: dict[str, Any]) -> int | None:
-    """Return an event's ``event_time`` in epoch milliseconds, or None when it is missing or not a timestamp."""
-    text = event.get("event_time")
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
-
-
 def make_producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=settings.require_kafka().split(","),
@@ -150,7 +136,6 @@ class Replayer:
         self.on_progress = on_progress
         self.stats = ReplayStats()
         self._buffers: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
-        self._earliest_buffered_ms: int | None = None
         self._partitions = {
             settings.topic_touchpoints: settings.person_partitions,
             settings.topic_conversions: settings.person_partitions,
@@ -165,22 +150,12 @@ class Replayer:
     #: hold touchpoints back while conversions of the same person go out.
     max_buffer_age_s = 0.1
 
-    #: All packed messages are sent once the replay reaches this much event time
-    #: past the earliest buffered event. Without it, a partition whose buffer
-    #: fills slowly (purchases, say) would hold an event back while other
-    #: partitions' messages carry events hours later, and the person partitions'
-    #: progress (streams.progress) would pass a deal's deadline before that
-    #: purchase is read. It is below the default ``ROITRACK_DEAL_EXPIRY_GRACE_S``.
-    max_buffer_span_ms = 60_000
-
     def replay(self, events: Iterable[tuple[bytes, Any]]) -> ReplayStats:
         started = time.monotonic()
         last_flush = started
         for raw, event in events:
             routed = route(self.settings, raw, event)
-            if self.batch_size > 1 and routed.routable:
-                self._bound_span(event)
-            self._produce(routed)
+            self._produce(routed, event)
             self.stats.events += 1
             self.stats.by_topic[routed.topic] += 1
             if routed.is_conversion:
@@ -202,16 +177,6 @@ class Replayer:
         self.stats.elapsed_s = time.monotonic() - started
         return self.stats
 
-    def _bound_span(self, event: dict[str, Any]) -> None:
-        """Send every buffer when this event is more than ``max_buffer_span_ms`` past the earliest buffered one."""
-        time_ms = _event_time_ms(event)
-        if time_ms is None:
-            return
-        if self._earliest_buffered_ms is not None and time_ms - self._earliest_buffered_ms > self.max_buffer_span_ms:
-            self._flush_all()
-        if self._earliest_buffered_ms is None or time_ms < self._earliest_buffered_ms:
-            self._earliest_buffered_ms = time_ms
-
     def _send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
         try:
             self.producer.send(topic, key=key, value=value, partition=partition)
@@ -224,14 +189,17 @@ class Replayer:
             return
         self.stats.messages += 1
 
-    def _produce(self, routed: Routed) -> None:
+    def _produce(self, routed: Routed, event: Any) -> None:
         if self.batch_size == 1 or not routed.routable or len(routed.value) > self.max_packed_bytes:
             self._send(routed.topic, routed.key, routed.value)
             return
         partition = partition_for_key(routed.key, self._partitions[routed.topic])
         buffer = self._buffers[(routed.topic, partition)]
         buffer.append((routed.key, routed.value))
-        if len(buffer) >= self.batch_size:
+        # A deal purchase goes out at once. Held in a buffer that fills slowly while
+        # touchpoints hours later go out, it could arrive after the person partitions'
+        # progress (streams.progress) passed the deal's deadline, and the deal would expire.
+        if len(buffer) >= self.batch_size or (routed.is_conversion and event.get("deal_id") is not None):
             self._flush_buffer(routed.topic, partition, buffer)
 
     def _flush_buffer(self, topic: str, partition: int, buffer: list[tuple[bytes, bytes]]) -> None:
@@ -245,7 +213,6 @@ class Replayer:
     def _flush_all(self) -> None:
         for (topic, partition), buffer in self._buffers.items():
             self._flush_buffer(topic, partition, buffer)
-        self._earliest_buffered_ms = None
 
     def flush(self) -> None:
         self._flush_all()

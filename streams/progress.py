@@ -28,8 +28,8 @@ A quiet topic cannot hold the progress back, or a partition with few purchases
 would stop deals from expiring. The cost is the one an idle source has in
 Flink. A producer that delays an old event for longer than the idle time while
 it sends later ones can see the event arrive after the clock passed it.
-Producers that pack events into batch messages therefore send every buffer
-within ``ROITRACK_DEAL_EXPIRY_GRACE_S`` of event time (``roitrack.replay``).
+Producers that pack events into batch messages therefore send a deal purchase
+at once (``roitrack.replay``).
 
 The campaign side (``deal_clock``) takes the earliest progress over the person
 partitions that are not idle. An idle partition does not hold deals back, as

@@ -72,8 +72,7 @@ def test_late_flush_keeps_deal_active(
     replay's final flush while the touchpoints, hours later in event time, went
     out. Once the final flush is slower than the idle-release time, the person
     partitions' progress passed the deal's deadline before its last buyers
-    arrived, and the deal expired. The replay now sends every buffer within a
-    minute of event time.
+    arrived, and the deal expired. The replay now sends a deal purchase at once.
     """
     flush = Replayer.flush
 

@@ -120,7 +120,7 @@ TOUCH, CONVERSION = "touchpoints", "conversions"
 
 
 def test_progress_is_earliest_active_topic() -> None:
-    # Purchases arrived a moment ago up to 12:00; touchpoints are at 18:00.
+    # Purchases arrived a moment ago up to 12:00, and touchpoints are at 18:00.
     # A packed conversions message may still be on its way, so 12:00 counts.
     reached = {TOUCH: 18 * 3_600_000, CONVERSION: 12 * 3_600_000}
 

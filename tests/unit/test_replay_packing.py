@@ -11,7 +11,7 @@ from roitrack.settings import Settings
 
 
 class RecordingProducer:
-    """Keeps what would have been produced, in send order."""
+    """Producer stand-in that records each message it would send, in send order."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[dict[str, Any]]]] = []
@@ -24,9 +24,12 @@ class RecordingProducer:
         pass
 
 
-def _purchase(user: str, event_time: str) -> dict[str, Any]:
-    return {"type": "purchase", "event_id": f"p-{user}", "user_id": user, "event_time": event_time,
-            "order_id": f"o-{user}", "revenue": "10", "currency": "EUR"}
+def _purchase(user: str, event_time: str, deal_id: str | None = None) -> dict[str, Any]:
+    event = {"type": "purchase", "event_id": f"p-{user}", "user_id": user, "event_time": event_time,
+             "order_id": f"o-{user}", "revenue": "10", "currency": "EUR"}
+    if deal_id is not None:
+        event["deal_id"] = deal_id
+    return event
 
 
 def _click(number: int, event_time: str) -> dict[str, Any]:
@@ -46,23 +49,24 @@ def _clicks_before_purchase(sent: list[tuple[str, list[dict[str, Any]]]]) -> lis
     return [event for topic, batch in sent[:purchase_at] if topic == "touchpoints" for event in batch]
 
 
-def test_slow_buffer_sent_within_span() -> None:
-    # One purchase at 12:00, then clicks every minute until 18:00: the conversions
-    # buffer never fills, so only the span bound sends it before the evening clicks.
-    events = [_purchase("buyer", "2026-11-16T12:00:00Z")]
-    events += [_click(minute, f"2026-11-16T{12 + minute // 60:02d}:{minute % 60:02d}:30Z") for minute in range(360)]
+def _afternoon_clicks() -> list[dict[str, Any]]:
+    """Return one click a minute from 12:00 to 18:00."""
+    return [_click(minute, f"2026-11-16T{12 + minute // 60:02d}:{minute % 60:02d}:30Z") for minute in range(360)]
+
+
+def test_deal_purchase_sent_at_once() -> None:
+    # The conversions buffer never fills, so without the rule the purchase would
+    # wait for the final flush, behind clicks hours later.
+    events = [_purchase("buyer", "2026-11-16T12:00:00Z", deal_id="sofa-group"), *_afternoon_clicks()]
 
     sent = _replay(events, batch_size=50)
 
-    assert all(event["event_time"] <= "2026-11-16T12:01:30Z" for event in _clicks_before_purchase(sent))
+    assert sent[0] == ("conversions", [events[0]])
     assert sum(len(batch) for _, batch in sent) == len(events)
 
 
-def test_unbounded_span_sends_purchase_last(monkeypatch: Any) -> None:
-    # The case the bound exists for, shown by switching it off.
-    monkeypatch.setattr(Replayer, "max_buffer_span_ms", 10**12)
-    events = [_purchase("buyer", "2026-11-16T12:00:00Z")]
-    events += [_click(minute, f"2026-11-16T{12 + minute // 60:02d}:{minute % 60:02d}:30Z") for minute in range(360)]
+def test_plain_purchase_waits_for_its_buffer() -> None:
+    events = [_purchase("buyer", "2026-11-16T12:00:00Z"), *_afternoon_clicks()]
 
     sent = _replay(events, batch_size=50)
 
@@ -75,11 +79,3 @@ def test_dense_traffic_fills_messages() -> None:
     sent = _replay(events, batch_size=20)
 
     assert [len(batch) for _, batch in sent] == [20, 20, 20]
-
-
-def test_untimed_events_pack_as_before() -> None:
-    events = [_click(number, "not a time") for number in range(10)]
-
-    sent = _replay(events, batch_size=5)
-
-    assert [len(batch) for _, batch in sent] == [5, 5]
