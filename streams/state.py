@@ -15,12 +15,14 @@ worker reads the partition again from the stored offsets.
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, cast
 
 import redis.asyncio as aioredis
-from kafka.partitioner.default import murmur2
 
+from streams.command_packing import use_fast_packing
 from streams.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -117,8 +119,41 @@ async def rewind_to_stored(
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """Return the partition Kafka's default (murmur2) partitioner picks for a key."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+    return (_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_MURMUR_M = 0x5BD1E995
+_MASK32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Return the 32-bit MurmurHash2 of ``data`` with Kafka's seed, as Kafka's Java client computes it.
+
+    It gives the same results as kafka-python's ``murmur2``, faster, because it
+    reads four bytes per step with ``struct`` instead of one at a time.
+    """
+    length = len(data)
+    hashed = 0x9747B28C ^ length
+    whole = length & ~3
+    for (word,) in struct.iter_unpack("<I", data[:whole]):
+        word = (word * _MURMUR_M) & _MASK32
+        word ^= word >> 24
+        word = (word * _MURMUR_M) & _MASK32
+        hashed = ((hashed * _MURMUR_M) & _MASK32) ^ word
+    if length & 3:
+        hashed ^= int.from_bytes(data[whole:], "little")
+        hashed = (hashed * _MURMUR_M) & _MASK32
+    hashed ^= hashed >> 13
+    hashed = (hashed * _MURMUR_M) & _MASK32
+    return hashed ^ (hashed >> 15)
+
+
+# The attribution agent checks the partition of every event, and a person's
+# events come close together, so recent keys repeat. 32,768 entries take roughly
+# 6 MiB (an estimate: key, hash and cache link per entry).
+@lru_cache(maxsize=32_768)
+def _murmur2(key: bytes) -> int:
+    return murmur2(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +372,11 @@ def connect(target: "str | Settings") -> "aioredis.Redis":
 
     options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
     if isinstance(target, str):
-        return aioredis.Redis.from_url(target, **options)
+        standalone = aioredis.Redis.from_url(target, **options)
+        use_fast_packing(standalone)
+        return standalone
     client = redis_client(target, **options)
+    use_fast_packing(client)
     # NOTE: StateStore and the agents annotate the standalone client. The cluster
     # client has every command they call (pipeline, register_script, ...), which
     # tests/integration/test_redis_cluster.py runs on a real cluster.

@@ -11,12 +11,13 @@ import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 from redis.cluster import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
@@ -24,6 +25,7 @@ from roitrack.connections import redis_client, sync_redis_client
 from roitrack.embedded import LOOPBACK_HOST
 from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
+from streams.command_packing import fast_packing_class
 from streams.records import Outgoing, Record
 from streams.roi_agent import RoiProcessor
 from streams.state import FencedBatch, Keys, StaleBatch, StateStore, connect, partition_for_key
@@ -121,7 +123,7 @@ def test_partitions_spread_over_nodes(settings: Settings) -> None:
 def test_fenced_apply_on_cluster(settings: Settings) -> None:
     """The Lua script writes keys of one hash-tag slot together with the offsets, and fences replays."""
 
-    async def scenario() -> tuple[bool, dict[bytes, bytes], bytes | None, int]:
+    async def scenario() -> tuple[bool, dict[bytes, bytes], bytes | None, int, type]:
         client = connect(settings)
         store = StateStore(client, Keys(settings.redis_namespace))
         try:
@@ -147,11 +149,15 @@ def test_fenced_apply_on_cluster(settings: Settings) -> None:
             offsets = await client.hgetall(offsets_key)
             value = await client.get(f"{tag}:data")
             members = await client.zcard(store.keys.touchpoints(3, "ann"))
-            return rejected, offsets, value, int(members)
+            node_class = cast(aioredis.RedisCluster, client).get_node_from_key(offsets_key).connection_class
+            return rejected, offsets, value, int(members), node_class
         finally:
             await store.close()
 
-    rejected, offsets, value, members = run(scenario())
+    rejected, offsets, value, members, node_class = run(scenario())
+
+    # The 10,000-argument ZADD went through the worker's own command packer.
+    assert node_class is fast_packing_class(Connection)
 
     assert rejected
     assert offsets == {b"touchpoints": b"4"}
