@@ -196,10 +196,16 @@ class Replayer:
         partition = partition_for_key(routed.key, self._partitions[routed.topic])
         buffer = self._buffers[(routed.topic, partition)]
         buffer.append((routed.key, routed.value))
-        # A deal purchase goes out at once. Held in a buffer that fills slowly while
-        # touchpoints hours later go out, it could arrive after the person partitions'
-        # progress (streams.progress) passed the deal's deadline, and the deal would expire.
-        if len(buffer) >= self.batch_size or (routed.is_conversion and event.get("deal_id") is not None):
+        if routed.is_conversion and event.get("deal_id") is not None:
+            # A deal purchase goes out at once. Held in a buffer that fills slowly while
+            # touchpoints hours later go out, it could arrive after the person partitions'
+            # progress (streams.progress) passed the deal's deadline, and the deal would
+            # expire. The partition's touchpoints go first, so they keep their order before it.
+            touchpoints = self._buffers.get((self.settings.topic_touchpoints, partition))
+            if touchpoints:
+                self._flush_buffer(self.settings.topic_touchpoints, partition, touchpoints)
+            self._flush_buffer(routed.topic, partition, buffer)
+        elif len(buffer) >= self.batch_size:
             self._flush_buffer(routed.topic, partition, buffer)
 
     def _flush_buffer(self, topic: str, partition: int, buffer: list[tuple[bytes, bytes]]) -> None:

@@ -144,6 +144,8 @@ class BatchPlan:
     links: list[tuple[str, str]] = field(default_factory=list)  # (user id, anonymous id)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     max_event_ms: dict[str, int] = field(default_factory=dict)
+    # Input topics with at least one event inside the time limits: only these count as arrivals.
+    timed_topics: set[str] = field(default_factory=set)
     # Per input topic, for the metrics: messages and events read, repeats dropped.
     messages_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     events_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -341,6 +343,7 @@ class AttributionProcessor:
             ), "attribution.time", event)
             return
         plan.max_event_ms[record.topic] = max(latest_ms, min(time_ms, wall_ms))
+        plan.timed_topics.add(record.topic)
 
         expected_topic = settings.topic_conversions if isinstance(event, (Purchase, CouponRedemption)) else settings.topic_touchpoints
         if record.topic != expected_topic:
@@ -523,7 +526,9 @@ class AttributionProcessor:
         state.watermark_ms = watermark_ms
         state.max_event_ms = plan.max_event_ms
         arrived_s = time.monotonic()
-        for topic in batch.offset_ranges:
+        # A topic that delivered only rejected or dropped messages did not move its event
+        # time, so it must not count as active and hold the deal clock back.
+        for topic in plan.timed_topics:
             state.input_arrival_s[topic] = arrived_s
         if plan.touches:
             state.last_touch_arrival_s = arrived_s

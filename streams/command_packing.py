@@ -6,9 +6,9 @@ sends thousands of arguments per call, so that loop was the largest single cost
 in the batched profile (see docs/benchmarks.md). ``hiredis.pack_command``
 encodes ``bytes``, ``str`` (as UTF-8), ``int`` and ``float`` itself, in C, with
 the same bytes on the wire: floats as ``repr`` gives them, as redis-py does.
-Any other argument type (``bool``, ``bytearray``, ``memoryview``, ``None``)
-goes to redis-py's own packer, which converts it or raises its usual
-``DataError``.
+A command with any other argument type (``bool``, ``bytearray``,
+``memoryview``, ``None``, subclasses) or an int wider than 64 bits goes to
+redis-py's own packer, which converts it or raises its usual ``DataError``.
 
 The packer is installed per connection class, so pools and cluster nodes
 created later use it too, and only when the connection encodes text as strict
@@ -27,6 +27,11 @@ if HIREDIS_AVAILABLE:
     import hiredis
 
 
+#: Argument types hiredis encodes exactly as redis-py does. Subclasses (bool,
+#: enums, numpy scalars) and other buffers go to redis-py's packer.
+_DIRECT_TYPES = frozenset({bytes, str, int, float})
+
+
 class _Packer(Protocol):
     def pack(self, *args: Any) -> list[bytes]: ...
 
@@ -42,14 +47,25 @@ class DirectHiredisPacker:
         # redis-py splits a command name with a space ("CLIENT SETNAME") into its words.
         if isinstance(command, str):
             words = tuple(command.encode().split())
-        elif isinstance(command, bytes) and b" " in command:
-            words = tuple(command.split())
+        elif isinstance(command, bytes):
+            words = tuple(command.split()) if b" " in command else (command,)
         else:
-            words = (command,)
-        try:
-            return [hiredis.pack_command(words + args[1:])]
-        except TypeError:
             return self.fallback.pack(*args)
+        rest = args[1:]
+        kinds = set(map(type, rest))
+        if not kinds <= _DIRECT_TYPES or (int in kinds and not _small_ints(rest)):
+            return self.fallback.pack(*args)
+        return [hiredis.pack_command(words + rest)]
+
+
+def _small_ints(args: tuple[Any, ...]) -> bool:
+    """Return True when every int argument fits in 64 bits.
+
+    hiredis 3.5 does not check for a failed ``repr`` of an int, and an int too
+    long for ``repr`` (4,300 digits by default) crashes the process there, where
+    redis-py raises ``ValueError``. Redis parses integer arguments as 64-bit numbers anyway.
+    """
+    return all(arg.bit_length() <= 64 for arg in args if type(arg) is int)
 
 
 def _uses_strict_utf8(connection: AbstractConnection) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -264,3 +266,30 @@ def test_misrouted_event_dead_lettered(settings: Settings) -> None:
     assert len(letters) == 1
     assert letters[0]["reason"] == "unsupported"
     assert "partition 0" in letters[0]["errors"][0]["reason"]
+
+
+def test_rejected_messages_do_not_hold_progress(settings: Settings) -> None:
+    """A topic that delivers only rejected or consent-dropped events stays quiet for the deal clock."""
+    quiet_settings = settings.model_copy(update={"conversion_idle_release_s": 60.0})
+    touch = {"type": "click", "event_id": "c9", "event_time": "2026-11-02T18:00:00Z", "user_id": "ann",
+             "campaign_id": "spring", "channel": "instagram"}
+    withheld = {"type": "purchase", "event_id": "p9", "event_time": "2026-11-02T12:00:00Z", "user_id": "ann",
+                "order_id": "o9", "amount": "50", "currency": "EUR", "consent": False}
+
+    async def scenario() -> list[tuple[int, bool]]:
+        store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
+        processor = AttributionProcessor(quiet_settings, store, Sink())
+        await processor.process([Record(settings.topic_touchpoints, 0, 0, b"ann", orjson.dumps(touch))])
+        state = processor.partitions[0]
+        # As if the conversions topic had been quiet since a minute before the load.
+        state.input_arrival_s[settings.topic_conversions] -= 120.0
+        seen = []
+        for offset, value in enumerate([b"{not json", orjson.dumps(withheld)]):
+            await processor.process([Record(settings.topic_conversions, 0, offset, b"ann", value)])
+            progress = processor._progress(0, state, time.monotonic())
+            seen.append((progress.progress_ms, progress.idle))
+        await store.close()
+        return seen
+
+    evening_ms = int(datetime(2026, 11, 2, 18, tzinfo=timezone.utc).timestamp() * 1000)
+    assert run(scenario()) == [(evening_ms, False), (evening_ms, False)]

@@ -18,8 +18,15 @@ COMMANDS: list[tuple[Any, ...]] = [
     ("CLIENT SETNAME", "roitrack"),
     (b"CLIENT SETNAME", b"roitrack"),
     ("SET", "text", "naïve €"),
-    ("SET", "big", 2**70),
+    ("SET", "big", 2**63 - 1),
+    ("SET", "empty", ""),
+    ("SET", "floats", -0.0, float("nan"), float("-inf")),
 ]
+
+
+def _wire(parts: list[Any]) -> bytes:
+    """Join packed parts; redis-py's Python packer returns memoryviews among them."""
+    return b"".join(bytes(part) for part in parts)
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda args: str(args[0]))
@@ -32,13 +39,23 @@ def test_packer_matches_redis_py(args: tuple[Any, ...]) -> None:
     assert packed == expected
 
 
-@pytest.mark.parametrize("value", [bytearray(b"abc"), memoryview(b"abc")])
-def test_other_buffers_fall_back_to_redis_py(value: Any) -> None:
+@pytest.mark.parametrize(
+    "value", [bytearray(b"abc"), memoryview(b"abc"), memoryview(b"abcde")[::2], 2**70], ids=repr,
+)
+def test_other_arguments_fall_back_to_redis_py(value: Any) -> None:
     connection = Connection()
 
-    packed = b"".join(DirectHiredisPacker(connection._command_packer).pack("SET", "key", value))
+    packed = _wire(DirectHiredisPacker(connection._command_packer).pack("SET", "key", value))
 
-    assert packed == b"".join(connection.pack_command("SET", "key", b"abc"))
+    assert packed == _wire(connection.pack_command("SET", "key", value))
+
+
+def test_int_too_long_for_repr_raises() -> None:
+    # hiredis would crash the process on it; redis-py raises.
+    packer = DirectHiredisPacker(Connection()._command_packer)
+
+    with pytest.raises(ValueError):
+        packer.pack("SET", "key", 10**5000)
 
 
 @pytest.mark.parametrize("value", [True, None])

@@ -65,7 +65,18 @@ def test_deal_purchase_sent_at_once() -> None:
     assert sum(len(batch) for _, batch in sent) == len(events)
 
 
-def test_plain_purchase_waits_for_its_buffer() -> None:
+def test_deal_purchase_follows_buffered_touchpoints() -> None:
+    clicks = _afternoon_clicks()[:3]
+    purchase = _purchase("buyer", "2026-11-16T12:05:00Z", deal_id="sofa-group")
+
+    sent = _replay([*clicks, purchase], batch_size=50)
+
+    assert sent == [("touchpoints", clicks), ("conversions", [purchase])]
+
+
+def test_plain_purchase_waits_for_its_buffer(monkeypatch: Any) -> None:
+    # No flush by age, however slowly this machine replays.
+    monkeypatch.setattr(Replayer, "max_buffer_age_s", 3600.0)
     events = [_purchase("buyer", "2026-11-16T12:00:00Z"), *_afternoon_clicks()]
 
     sent = _replay(events, batch_size=50)
