@@ -7,6 +7,7 @@ ground truth, so nothing here touches Kafka or Redis.
 from __future__ import annotations
 
 import functools
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Callable, Literal, Mapping, ParamSpec, Sequence, TypeVar
@@ -26,13 +27,29 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+#: True while an ``exact`` function runs: nested ones then keep its context.
+_IN_EXACT: ContextVar[bool] = ContextVar("roitrack_exact", default=False)
+
+
 def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``function`` under DECIMAL_CONTEXT."""
+    """Run ``function`` under DECIMAL_CONTEXT.
+
+    A call from inside another ``exact`` function runs in the caller's context
+    as it is, which saves the context copy that ``localcontext`` makes on every
+    call. So code inside an ``exact`` function must not change the decimal
+    context before it calls another one.
+    """
 
     @functools.wraps(function)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with localcontext(DECIMAL_CONTEXT):
+        if _IN_EXACT.get():
             return function(*args, **kwargs)
+        token = _IN_EXACT.set(True)
+        try:
+            with localcontext(DECIMAL_CONTEXT):
+                return function(*args, **kwargs)
+        finally:
+            _IN_EXACT.reset(token)
 
     return wrapper
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal, getcontext, localcontext
 
 import pytest
 from hypothesis import given
@@ -16,6 +16,7 @@ from roitrack.attribution import (
     TouchClass,
     credit_all_models,
     credit_coupon,
+    exact,
     eligible_touches,
     first_touch,
     last_touch,
@@ -583,3 +584,20 @@ def test_revenue_shares_zero_revenue() -> None:
     shares = revenue_shares({"a": Decimal("0.4"), "b": Decimal("0.6")}, Decimal(0))
 
     assert shares == {"a": Decimal(0), "b": Decimal(0)}
+
+
+def test_exact_nests_without_a_new_context() -> None:
+    @exact
+    def inner() -> Context:
+        return getcontext()
+
+    @exact
+    def outer() -> tuple[Context, Context]:
+        return getcontext(), inner()
+
+    outer_context, inner_context = outer()
+
+    assert inner_context is outer_context
+    assert outer_context.prec == DECIMAL_CONTEXT.prec
+    assert inner().prec == DECIMAL_CONTEXT.prec
+    assert getcontext().prec != DECIMAL_CONTEXT.prec

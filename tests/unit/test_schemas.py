@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import schemas
-from schemas.common import Envelope, StrictModel
+from schemas.common import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Envelope, StrictModel, _check_range
 from schemas.decode import decode_message
 from schemas.events import (
     EVENT_TYPES,
@@ -570,3 +572,24 @@ def test_roi_update_social_fields_optional() -> None:
 
     assert {"engagement", "referrals", "deals"} <= set(schema["properties"])
     assert not {"engagement", "referrals", "deals"} & set(schema["required"])
+
+
+@given(
+    st.datetimes(min_value=datetime(1969, 1, 1), max_value=datetime(3001, 1, 1)),
+    st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1),
+)
+@example(datetime(2999, 12, 31, 23, 30), -60)  # 3000-01-01T00:30Z: outside
+@example(datetime(2999, 12, 31, 12, 0), 14 * 60)  # inside
+@example(datetime(1970, 1, 1, 0, 30), 60)  # 1969-12-31T23:30Z: outside
+@example(datetime(1971, 1, 1, 0, 0), 14 * 60)  # inside
+def test_event_time_range_matches_exact_bounds(local: datetime, offset_minutes: int) -> None:
+    # The year shortcut in _check_range must agree with the exact comparison at every offset.
+    value = local.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    inside = EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME
+    try:
+        _check_range(value)
+        accepted = True
+    except ValueError:
+        accepted = False
+
+    assert accepted == inside
