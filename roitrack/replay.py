@@ -136,6 +136,7 @@ class Replayer:
         self.on_progress = on_progress
         self.stats = ReplayStats()
         self._buffers: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+        self._buffered_bytes: dict[tuple[str, int], int] = defaultdict(int)
         self._partitions = {
             settings.topic_touchpoints: settings.person_partitions,
             settings.topic_conversions: settings.person_partitions,
@@ -145,6 +146,10 @@ class Replayer:
 
     #: Events larger than this are sent on their own rather than packed.
     max_packed_bytes = 64 * 1024
+
+    #: A packed message is sent before it would grow past this, so it stays under
+    #: Apache Kafka's default ``message.max.bytes`` (1,048,588 bytes).
+    max_message_bytes = 900 * 1024
 
     #: Packed messages are sent at least this often, so a slow replay does not
     #: hold touchpoints back while conversions of the same person go out.
@@ -190,12 +195,21 @@ class Replayer:
         self.stats.messages += 1
 
     def _produce(self, routed: Routed, event: Any) -> None:
-        if self.batch_size == 1 or not routed.routable or len(routed.value) > self.max_packed_bytes:
+        if self.batch_size == 1 or not routed.routable:
             self._send(routed.topic, routed.key, routed.value)
             return
         partition = partition_for_key(routed.key, self._partitions[routed.topic])
         buffer = self._buffers[(routed.topic, partition)]
+        if len(routed.value) > self.max_packed_bytes:
+            # Sent on its own, after the events buffered before it, so the partition keeps their order.
+            self._flush_buffer(routed.topic, partition, buffer)
+            self._send(routed.topic, routed.key, routed.value)
+            return
+        # The packed message is a JSON array: the values, a comma or bracket each, and one more bracket.
+        if buffer and self._buffered_bytes[(routed.topic, partition)] + len(routed.value) + 2 > self.max_message_bytes:
+            self._flush_buffer(routed.topic, partition, buffer)
         buffer.append((routed.key, routed.value))
+        self._buffered_bytes[(routed.topic, partition)] += len(routed.value) + 1
         if routed.is_conversion and event.get("deal_id") is not None:
             # A deal purchase goes out at once. Held in a buffer that fills slowly while
             # touchpoints hours later go out, it could arrive after the person partitions'
@@ -215,6 +229,7 @@ class Replayer:
         value = b"[" + b",".join(value for _, value in buffer) + b"]"
         self._send(topic, buffer[0][0], value, partition)
         buffer.clear()
+        self._buffered_bytes[(topic, partition)] = 0
 
     def _flush_all(self) -> None:
         for (topic, partition), buffer in self._buffers.items():

@@ -90,3 +90,25 @@ def test_dense_traffic_fills_messages() -> None:
     sent = _replay(events, batch_size=20)
 
     assert [len(batch) for _, batch in sent] == [20, 20, 20]
+
+
+def test_large_event_follows_buffered_events() -> None:
+    clicks = _afternoon_clicks()[:3]
+    large = _click(999, "2026-11-16T12:10:00Z")
+    large["user_agent"] = "x" * (Replayer.max_packed_bytes + 1)
+
+    sent = _replay([*clicks, large], batch_size=50)
+
+    assert sent == [("touchpoints", clicks), ("touchpoints", [large])]
+
+
+def test_packed_message_stays_under_kafka_limit(monkeypatch: Any) -> None:
+    monkeypatch.setattr(Replayer, "max_message_bytes", 1_000)
+    events = [_click(number, "2026-11-16T12:00:00Z") for number in range(40)]
+
+    sent = _replay(events, batch_size=50)
+
+    sizes = [len(orjson.dumps(batch)) for _, batch in sent]
+    assert max(sizes) <= 1_000
+    assert sum(len(batch) for _, batch in sent) == len(events)
+    assert len(sent) > 1
