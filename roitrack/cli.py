@@ -73,6 +73,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
     from roitrack.replay import campaign_events, make_producer, read_events, Replayer
     from roitrack.progress import replay_with_progress
 
@@ -84,7 +86,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.rate < 0:
         raise SystemExit(f"--rate must be 0 (no limit) or a positive number of events per second, got {args.rate}")
-    producer = make_producer(settings)
+    try:
+        producer = make_producer(settings)
+    except KafkaError as exc:
+        raise SystemExit(
+            f"no Kafka broker reachable at {settings.kafka_bootstrap} ({exc}); start the broker, or point "
+            "ROITRACK_KAFKA_BOOTSTRAP at a running one"
+        ) from None
     try:
         replayer = Replayer(settings, producer, batch_size=args.batch_size, rate_per_s=args.rate)
         if args.campaigns:
@@ -110,6 +118,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.rate < 0:
+        raise SystemExit(f"--rate must be 0 (no limit) or a positive number of events per second, got {args.rate}")
+    if args.timeout <= 0:
+        raise SystemExit(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.synthetic:
         return _synthetic_demo(args)
     for option, value in (("--journeys", args.journeys), ("--campaigns", args.campaigns)):
@@ -299,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary", help="write a JSON summary to this path")
     demo.add_argument("--batch-size", type=int, default=50, help="events packed per Kafka message (default: 50)")
     demo.add_argument("--rate", type=float, default=0.0, help="maximum events per second; 0 means no limit (default: 0)")
-    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the pipeline to finish (default: 600)")
+    demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait, once the replay has ended, for the pipeline to finish (default: 600)")
     demo.add_argument("--keep-state", action="store_true", help="keep the demo's Redis keys after it ends")
     demo.add_argument("--journeys", default=str(JOURNEYS_FILE), help="journey CSV to replay (default: the bundled dataset)")
     demo.add_argument("--campaigns", default=str(CAMPAIGNS_FILE), help="campaigns TOML with spend and margins (default: the bundled file)")

@@ -119,9 +119,9 @@ def run_synthetic_demo(options: SyntheticOptions) -> int:
 
         replayer.replay((orjson.dumps(event), event) for event in day.definitions)
         deal_ids = sorted({event["deal_id"] for event in day.definitions if event["type"] == "deal"})
-        deadline = time.monotonic() + options.timeout_s
+        registration_deadline = time.monotonic() + options.timeout_s
         while not _deals_registered(services.client, settings, deal_ids):
-            if services.worker.poll() is not None or time.monotonic() > deadline:
+            if services.worker.poll() is not None or time.monotonic() > registration_deadline:
                 console.print(f"[red]the worker did not register the deals {deal_ids}; see {services.worker_log}[/]")
                 return 1
             time.sleep(0.2)
@@ -149,6 +149,8 @@ def run_synthetic_demo(options: SyntheticOptions) -> int:
                 ticker_stop.set()
                 ticker.join()
             replay_s = time.monotonic() - replay_started
+            # The timeout counts from the end of the replay, so a rate limit does not use it up.
+            deadline = time.monotonic() + options.timeout_s
             while True:
                 if services.worker.poll() is not None:
                     console.print(f"[red]the worker exited with code {services.worker.returncode}; see {services.worker_log}[/]")
@@ -159,6 +161,7 @@ def run_synthetic_demo(options: SyntheticOptions) -> int:
                     break
                 time.sleep(0.5)
             live.update(screen("done" if not differences else "timed out"))
+        console.print()
 
         for event in board.deal_event_list():
             advocate_text = f" for {event['advocate_id']}" if event["type"] == "advocate_reward" else ""

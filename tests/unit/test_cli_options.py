@@ -1,0 +1,22 @@
+"""Command-line options that are rejected before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from roitrack.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--timeout", "0"], "--timeout must be a positive number of seconds, got 0.0"),
+        (["demo", "--synthetic", "--timeout", "-1"], "--timeout must be a positive number of seconds, got -1.0"),
+        (["demo", "--rate", "-5"], "--rate must be 0 (no limit) or a positive number of events per second, got -5.0"),
+    ],
+)
+def test_demo_rejects_invalid_option(argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+
+    assert str(raised.value) == message
