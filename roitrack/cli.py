@@ -86,6 +86,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.rate < 0:
         raise SystemExit(f"--rate must be 0 (no limit) or a positive number of events per second, got {args.rate}")
+    if args.campaigns and not Path(args.campaigns).is_file():
+        raise SystemExit(f"--campaigns file not found or not a file: {args.campaigns}")
     try:
         producer = make_producer(settings)
     except KafkaError as exc:

@@ -80,7 +80,9 @@ def read_events(path: Path, start: datetime = DEFAULT_JOURNEY_START) -> Iterator
             yield orjson.dumps(event), event
         return
     with path.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle):
+            if number == 0:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some editors write
             line = line.strip()
             if not line:
                 continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from roitrack.cli import main
@@ -20,3 +22,14 @@ def test_demo_rejects_invalid_option(argv: list[str], message: str) -> None:
         main(argv)
 
     assert str(raised.value) == message
+
+
+def test_replay_rejects_missing_campaigns_file(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("{}\n")
+    missing = tmp_path / "campaigns.toml"
+
+    with pytest.raises(SystemExit) as raised:
+        main(["replay", str(events), "--campaigns", str(missing)])
+
+    assert str(raised.value) == f"--campaigns file not found or not a file: {missing}"

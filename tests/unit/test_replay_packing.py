@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from roitrack.replay import Replayer
+from roitrack.replay import Replayer, read_events
 from roitrack.settings import Settings
 
 
@@ -112,3 +112,11 @@ def test_packed_message_stays_under_kafka_limit(monkeypatch: Any) -> None:
     assert max(sizes) <= 1_000
     assert sum(len(batch) for _, batch in sent) == len(events)
     assert len(sent) > 1
+
+
+def test_byte_order_mark_is_skipped(tmp_path: Any) -> None:
+    path = tmp_path / "events.jsonl"
+    click = _click(1, "2026-11-16T12:00:00Z")
+    path.write_bytes(b"\xef\xbb\xbf" + orjson.dumps(click) + b"\n")
+
+    assert [event for _, event in read_events(path)] == [click]
