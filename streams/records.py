@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
 
+from roitrack.attribution import DECIMAL_CONTEXT
 from schemas.decode import Rejected
 from schemas.outputs import FieldError
 from schemas.privacy import PERSONAL_FIELDS
@@ -45,8 +46,12 @@ Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 def decimal_text(value: Decimal) -> str:
-    """Format a Decimal as plain text without trailing zeros: 1.500 -> '1.5', 1E+1 -> '10'."""
-    text = format(value.normalize(), "f")
+    """Format a Decimal as plain text without trailing zeros: 1.500 -> '1.5', 1E+1 -> '10'.
+
+    It normalises under DECIMAL_CONTEXT: the default context's 28 digits would
+    round a revenue share of 15 integer and 18 fractional digits.
+    """
+    text = format(value.normalize(DECIMAL_CONTEXT), "f")
     return text
 
 

@@ -16,6 +16,7 @@ from roitrack.roi import (
     window_label,
 )
 from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
+from streams.records import decimal_text
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -500,3 +501,12 @@ def test_metrics_fractional_conversions() -> None:
 )
 def test_window_label(window_s: int | None, label: str) -> None:
     assert window_label(window_s) == label
+
+
+def test_decimal_text_keeps_every_revenue_digit() -> None:
+    # 15 integer and 18 fractional digits: more than the default context's 28.
+    share = Decimal("41152263004115.223333333415637861")
+
+    assert decimal_text(share) == "41152263004115.223333333415637861"
+    assert decimal_text(Decimal("1.500")) == "1.5"
+    assert decimal_text(Decimal("1E+1")) == "10"
