@@ -151,9 +151,7 @@ def murmur2(data: bytes) -> int:
 # The attribution agent checks the partition of every event, and a person's
 # events come close together, so recent keys repeat. 32,768 entries of 20-to-40-byte
 # keys measured 7 to 10 MiB.
-@lru_cache(maxsize=32_768)
-def _murmur2(key: bytes) -> int:
-    return murmur2(key)
+_murmur2 = lru_cache(maxsize=32_768)(murmur2)
 
 
 @dataclass(frozen=True, slots=True)
