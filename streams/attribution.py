@@ -8,7 +8,8 @@
    without consent, and rejects events that are late or dated in the future,
 3. drops repeated events (a touchpoint already stored, a conversion whose
    event id or order id was seen within the deduplication horizon),
-4. flags bot touchpoints and click floods, which are counted, not stored,
+4. flags bot touchpoints and click floods, which are counted, not stored;
+   steps 3 and 4 read Redis in one script call (streams.probe),
 5. sends rejected events to the dead-letter topic, then writes touchpoints,
    identity links and pending conversions to Redis in one fenced script call,
    together with the offsets they came from,
@@ -28,7 +29,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 import orjson
 
@@ -48,6 +49,7 @@ from streams.crediting import (
     encode_touch,
 )
 from streams.quality import FloodCheck, is_bot
+from streams.probe import Probe, ProbeRequest, ProbeResult
 from streams.progress import ProgressReporter, SourceProgress, partition_progress
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
 from streams.referrals import PersonSocial, QueuedReferral
@@ -190,6 +192,7 @@ class AttributionProcessor:
         self.metrics = store.metrics
         self.stats: dict[str, int] = defaultdict(int)
         self.flood = FloodCheck(settings, store)
+        self.probe = Probe(store, self.flood.window_ms, self.flood.max_clicks)
         self.releaser = Releaser(self, end_offset)
         self.fetched_end_offset = fetched_end_offset
         self.progress = ProgressReporter(
@@ -392,41 +395,33 @@ class AttributionProcessor:
             event, self.keys.touchpoints(partition, event.person_id), member, time_ms, touch_class, record,
         ))
 
-    async def _drop_repeats(self, partition: int, plan: BatchPlan) -> list[PendingConversion]:
-        """Remove touchpoints already stored and conversions already seen; return new pending conversions."""
-        pipe = self.store.client.pipeline(transaction=False)
-        by_key: dict[str, list[TouchCandidate]] = defaultdict(list)
-        for candidate in plan.touches:
-            by_key[candidate.key].append(candidate)
-        for key, candidates in by_key.items():
-            pipe.zmscore(key, [candidate.member for candidate in candidates])
-        seen_ids: list[str] = []
+    def _probe_request(self, plan: BatchPlan) -> ProbeRequest:
+        """Ask which touchpoints and conversion ids are stored, and the clicks of each flood window."""
+        request = ProbeRequest(windows=self.flood.windows(plan.touches))
+        request.touches = [(candidate.key, candidate.member) for candidate in plan.touches]
         for event, _ in plan.conversions:
-            seen_ids.append(f"e:{event.event_id}")
+            request.seen_ids.append(f"e:{event.event_id}")
             if event.order_id is not None:
-                seen_ids.append(f"o:{event.type}:{event.order_id}")
-        if seen_ids:
-            pipe.zmscore(self.keys.seen_events(partition), seen_ids)
-        results: list[Any] = []
-        if by_key or seen_ids:
-            with self.metrics.redis("dedup_read"):
-                results = await pipe.execute()
+                request.seen_ids.append(f"o:{event.type}:{event.order_id}")
+        return request
 
+    def _drop_repeats(self, plan: BatchPlan, probe: ProbeResult) -> list[PendingConversion]:
+        """Remove touchpoints already stored and conversions already seen; return new pending conversions."""
         fresh_touches: list[TouchCandidate] = []
         batch_members: set[tuple[str, str]] = set()
-        for (key, candidates), scores in zip(by_key.items(), results):
-            for candidate, score in zip(candidates, scores):
-                if score is not None or (key, candidate.member) in batch_members:
-                    plan.counts["duplicates"] += 1
-                    plan.duplicates_in[self.settings.topic_touchpoints] += 1
-                    continue
-                batch_members.add((key, candidate.member))
-                fresh_touches.append(candidate)
+        duplicates = 0
+        for candidate, stored in zip(plan.touches, probe.stored):
+            key = candidate.key
+            if stored == 49 or (key, candidate.member) in batch_members:  # 49: b"1", stored already
+                duplicates += 1
+                continue
+            batch_members.add((key, candidate.member))
+            fresh_touches.append(candidate)
         plan.touches = fresh_touches
+        plan.counts["duplicates"] += duplicates
+        plan.duplicates_in[self.settings.topic_touchpoints] += duplicates
 
-        seen: set[str] = set()
-        if seen_ids:
-            seen = {seen_id for seen_id, score in zip(seen_ids, results[-1]) if score is not None}
+        seen = probe.seen
         now_s = time.monotonic()
         fresh: list[PendingConversion] = []
         for event, _ in plan.conversions:
@@ -443,9 +438,11 @@ class AttributionProcessor:
         settings = self.settings
         batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
         plan = self._classify(partition, state, records, batch)
-        new_pending = await self._drop_repeats(partition, plan)
+        with self.metrics.redis("ingest_read"):
+            probe = await self.probe.run(self._probe_request(plan), self.keys.seen_events(partition))
+        new_pending = self._drop_repeats(plan, probe)
         with self.metrics.redis("flood_check"):
-            plan.touches, flooded = await self.flood.filter(partition, plan.touches)
+            plan.touches, flooded = await self.flood.filter(plan.touches, probe.window_clicks)
         plan.counts["clicks_flood"] += flooded
         social = await self.social.prepare(partition, plan, new_pending)
         new_pending = social.pending

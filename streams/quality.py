@@ -9,13 +9,11 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Sequence
 
 from roitrack.settings import Settings
+from streams.probe import Window
 from streams.state import StateStore
 
 if TYPE_CHECKING:
     from streams.attribution import TouchCandidate
-
-_SEPARATOR = b"\x1f"
-
 
 def is_bot(user_agent: str | None, patterns: Sequence[str]) -> bool:
     """Return True when the user agent contains one of the (lowercase) patterns."""
@@ -42,44 +40,41 @@ class FloodCheck:
         self.window_ms = settings.flood_window_s * 1000
         self.max_clicks = settings.flood_max_clicks
 
-    async def filter(self, partition: int, touches: list["TouchCandidate"]) -> tuple[list["TouchCandidate"], int]:
+    def windows(self, touches: Sequence["TouchCandidate"]) -> dict[Window, int]:
+        """Count the clicks per (person key, window) of a batch, for ``streams.probe``."""
+        counts: dict[Window, int] = defaultdict(int)
+        for touch in touches:
+            if touch.touch_class == "click":
+                counts[(touch.key, touch.time_ms // self.window_ms)] += 1
+        return counts
+
+    async def filter(
+        self, touches: list["TouchCandidate"], window_clicks: dict[Window, int]
+    ) -> tuple[list["TouchCandidate"], int]:
+        """Drop flagged clicks; ``window_clicks`` holds the stored clicks that ``streams.probe`` read."""
         clicks = [touch for touch in touches if touch.touch_class == "click"]
         if not clicks:
             return touches, 0
         flagged: set[int] = set()
-        await self._person_floods(clicks, flagged)
+        self._person_floods(clicks, window_clicks, flagged)
         await self._address_floods(clicks, flagged)
         if not flagged:
             return touches, 0
         kept = [touch for touch in touches if id(touch) not in flagged]
         return kept, len(flagged)
 
-    async def _person_floods(self, clicks: list["TouchCandidate"], flagged: set[int]) -> None:
-        groups: dict[tuple[str, int], list["TouchCandidate"]] = defaultdict(list)
+    def _person_floods(
+        self, clicks: list["TouchCandidate"], window_clicks: dict[Window, int], flagged: set[int]
+    ) -> None:
+        # The probe reads a window's stored clicks only when its stored touches plus
+        # the batch's clicks could pass the limit; any other window flags nothing.
+        groups: dict[Window, list["TouchCandidate"]] = defaultdict(list)
         for click in clicks:
-            groups[(click.key, click.time_ms // self.window_ms)].append(click)
-        # ZCOUNT counts every stored touch of the bucket, views and engagements too, so
-        # it is an upper bound on the stored clicks. A group whose bound plus its batch
-        # clicks stays within the limit cannot flag anything, and its members are not read.
-        pipe = self.store.client.pipeline(transaction=False)
-        for key, bucket in groups:
-            start_ms = bucket * self.window_ms
-            pipe.zcount(key, start_ms, f"({start_ms + self.window_ms}")
-        bounds = await pipe.execute()
-        near_limit = [
-            (group, members)
-            for (group, members), bound in zip(groups.items(), bounds)
-            if int(bound) + len(members) > self.max_clicks
-        ]
-        if not near_limit:
-            return
-        pipe = self.store.client.pipeline(transaction=False)
-        for (key, bucket), _ in near_limit:
-            start_ms = bucket * self.window_ms
-            pipe.zrangebyscore(key, start_ms, f"({start_ms + self.window_ms}")
-        stored_lists = await pipe.execute()
-        for (_, members), stored in zip(near_limit, stored_lists):
-            count = sum(1 for member in stored if member.endswith(_SEPARATOR + b"click"))
+            window = (click.key, click.time_ms // self.window_ms)
+            if window in window_clicks:
+                groups[window].append(click)
+        for window, members in groups.items():
+            count = window_clicks[window]
             for click in sorted(members, key=lambda touch: (touch.time_ms, touch.event.event_id)):
                 count += 1
                 if count > self.max_clicks:
