@@ -52,6 +52,7 @@ class Options:
     scale_workers: tuple[int, ...]
     tuned_settle_s: float
     tuned_interval_s: float
+    tuned_batch_within_s: float
     out_dir: Path
     kafka_bootstrap: str
     redis_url: str
@@ -85,6 +86,8 @@ def parse_options(argv: list[str] | None) -> Options:
                         help="ROITRACK_CONVERSION_SETTLE_S of the tuned latency runs, in seconds (default 0.2)")
     parser.add_argument("--tuned-interval", type=float, default=0.1,
                         help="ROITRACK_ROI_UPDATE_INTERVAL_S of the tuned latency runs, in seconds (default 0.1)")
+    parser.add_argument("--tuned-batch-within", type=float, default=0.05,
+                        help="ROITRACK_BATCH_WITHIN_S of the tuned latency runs, in seconds (default 0.05, the worker's default)")
 
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="output folder (default artifacts/bench)")
     parser.add_argument("--kafka-bootstrap", default="", help="use this broker instead of starting tansu")
@@ -124,7 +127,7 @@ def parse_options(argv: list[str] | None) -> Options:
         events=args.events, batch_size=args.batch_size, repeats=args.repeats, live_duration_s=args.live_duration,
         warmup_s=args.warmup, latency_fractions=fractions, profile_modes=() if args.no_profile else profile_modes,
         scale_workers=scale, tuned_settle_s=args.tuned_settle,
-        tuned_interval_s=args.tuned_interval, out_dir=args.out, kafka_bootstrap=args.kafka_bootstrap,
+        tuned_interval_s=args.tuned_interval, tuned_batch_within_s=args.tuned_batch_within, out_dir=args.out, kafka_bootstrap=args.kafka_bootstrap,
         redis_url=args.redis_url, throughput=not args.no_throughput,
         max_rate_per_s=args.max_rate, latency=not args.no_latency,
         baseline=not args.no_baseline, timeout_s=args.timeout, seed=args.seed,
@@ -257,7 +260,8 @@ def _measure(harness: Harness, options: Options, results: dict[str, Any]) -> Non
         max_rate = options.max_rate_per_s or summary["single"]["median_events_per_s"]["roitrack"]
         variants = [("default", {}),
                     ("tuned", {"conversion_settle_s": options.tuned_settle_s,
-                               "roi_update_interval_s": options.tuned_interval_s})]
+                               "roi_update_interval_s": options.tuned_interval_s,
+                               "batch_within_s": options.tuned_batch_within_s})]
         for name, overrides in variants:
             for fraction in options.latency_fractions:
                 figures = run_latency(

@@ -63,6 +63,7 @@ from streams.state import (
     offset_gap_topics,
     partition_for_key,
     rewind_to_stored,
+    run_partitions,
 )
 
 # Re-exported for callers and tests that encode touchpoints.
@@ -252,24 +253,30 @@ class AttributionProcessor:
     # --- ingest ----------------------------------------------------------
 
     async def process(self, records: Sequence[Record]) -> None:
-        """Handle one batch of records from the touchpoints and conversions topics."""
+        """Handle one batch of records from the touchpoints and conversions topics.
+
+        Partitions share no state, so they run concurrently: their Redis calls
+        and Kafka sends overlap instead of waiting one after the other.
+        """
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
-        for partition, partition_records in sorted(by_partition.items()):
-            state = await self._partition(partition)
-            async with state.lock:
-                try:
-                    if offset_gap_topics("person", partition, partition_records, state.offsets, state.continuity_checked):
-                        await self._read_again(partition)
-                        continue
-                    await self._ingest(partition, state, partition_records)
-                    await self._release(partition, state)
-                    await self.social.resolve(partition, state)
-                except BaseException:
-                    # Reload from Redis on the next batch rather than trust a half-updated cache.
-                    self.partitions.pop(partition, None)
-                    raise
+        await run_partitions(self._process_partition, by_partition)
+
+    async def _process_partition(self, partition: int, records: list[Record]) -> None:
+        state = await self._partition(partition)
+        async with state.lock:
+            try:
+                if offset_gap_topics("person", partition, records, state.offsets, state.continuity_checked):
+                    await self._read_again(partition)
+                    return
+                await self._ingest(partition, state, records)
+                await self._release(partition, state)
+                await self.social.resolve(partition, state)
+            except BaseException:
+                # Reload from Redis on the next batch rather than trust a half-updated cache.
+                self.partitions.pop(partition, None)
+                raise
 
     async def _read_again(self, partition: int) -> None:
         """Read the partition's topics again from the offsets stored in Redis."""

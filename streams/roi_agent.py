@@ -50,6 +50,7 @@ from streams.state import (
     StateStore,
     offset_gap_topics,
     rewind_to_stored,
+    run_partitions,
 )
 
 log = logging.getLogger(__name__)
@@ -133,19 +134,21 @@ class RoiProcessor:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
-        for partition, partition_records in sorted(by_partition.items()):
-            state = await self._partition(partition)
-            async with state.lock:
-                try:
-                    if offset_gap_topics("campaign", partition, partition_records, state.offsets, state.continuity_checked):
-                        await self._read_again(partition)
-                        continue
-                    await self._ingest(partition, state, partition_records)
-                except BaseException:
-                    # In-memory aggregates may be ahead of Redis now; reload on the next batch.
-                    self.partitions.pop(partition, None)
-                    raise
+        await run_partitions(self._process_partition, by_partition)
         await self.emit_due()
+
+    async def _process_partition(self, partition: int, records: list[Record]) -> None:
+        state = await self._partition(partition)
+        async with state.lock:
+            try:
+                if offset_gap_topics("campaign", partition, records, state.offsets, state.continuity_checked):
+                    await self._read_again(partition)
+                    return
+                await self._ingest(partition, state, records)
+            except BaseException:
+                # In-memory aggregates may be ahead of Redis now; reload on the next batch.
+                self.partitions.pop(partition, None)
+                raise
 
     async def _read_again(self, partition: int) -> None:
         """Read the partition's topics again from the offsets stored in Redis."""
