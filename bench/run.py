@@ -82,8 +82,8 @@ def parse_options(argv: list[str] | None) -> Options:
                         help="seconds at the start of a latency run whose purchases are not measured (default 3)")
     parser.add_argument("--scale-workers", default="1,2,4",
                         help="worker process counts of the scale run, comma-separated; empty skips it (default 1,2,4)")
-    parser.add_argument("--tuned-settle", type=float, default=0.2,
-                        help="ROITRACK_CONVERSION_SETTLE_S of the tuned latency runs, in seconds (default 0.2)")
+    parser.add_argument("--tuned-settle", type=float, default=0.1,
+                        help="ROITRACK_CONVERSION_SETTLE_S of the tuned latency runs, in seconds (default 0.1)")
     parser.add_argument("--tuned-interval", type=float, default=0.1,
                         help="ROITRACK_ROI_UPDATE_INTERVAL_S of the tuned latency runs, in seconds (default 0.1)")
     parser.add_argument("--tuned-batch-within", type=float, default=0.05,
