@@ -63,7 +63,6 @@ from streams.state import (
     offset_gap_topics,
     partition_for_key,
     rewind_to_stored,
-    run_partitions,
 )
 
 # Re-exported for callers and tests that encode touchpoints.
@@ -255,13 +254,16 @@ class AttributionProcessor:
     async def process(self, records: Sequence[Record]) -> None:
         """Handle one batch of records from the touchpoints and conversions topics.
 
-        Partitions share no state, so they run concurrently: their Redis calls
-        and Kafka sends overlap instead of waiting one after the other.
+        Partitions run one after the other, in partition order. They share
+        untagged Redis keys (the first share of a referral code registers it),
+        so running them concurrently would make a same-batch result depend on
+        timing.
         """
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
-        await run_partitions(self._process_partition, by_partition)
+        for partition, partition_records in sorted(by_partition.items()):
+            await self._process_partition(partition, partition_records)
 
     async def _process_partition(self, partition: int, records: list[Record]) -> None:
         state = await self._partition(partition)
@@ -270,7 +272,8 @@ class AttributionProcessor:
                 if offset_gap_topics("person", partition, records, state.offsets, state.continuity_checked):
                     await self._read_again(partition)
                     return
-                await self._ingest(partition, state, records)
+                if not await self._ingest(partition, state, records):
+                    return  # the cached state was dropped; the next batch reloads it
                 await self._release(partition, state)
                 await self.social.resolve(partition, state)
             except BaseException:
@@ -441,7 +444,8 @@ class AttributionProcessor:
             fresh.append(self._pending(event, now_s))
         return fresh
 
-    async def _ingest(self, partition: int, state: PartitionState, records: Sequence[Record]) -> None:
+    async def _ingest(self, partition: int, state: PartitionState, records: Sequence[Record]) -> bool:
+        """Apply a partition's records; return False when Redis rejected the batch and the state was dropped."""
         settings = self.settings
         batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
         plan = self._classify(partition, state, records, batch)
@@ -462,7 +466,6 @@ class AttributionProcessor:
         if plan.dead:
             # Dead letters go out before the offsets move, so a crash cannot lose them.
             await self.send(plan.dead)
-            self.stats["dead_letters"] += len(plan.dead)
             log.warning(
                 "sent %d dead letter(s) from person partition=%d", len(plan.dead), partition,
                 extra={"partition": partition, "dead_letters": len(plan.dead)},
@@ -518,12 +521,12 @@ class AttributionProcessor:
         except StaleBatch as exc:
             log.warning("person partition=%d: %s", partition, exc)
             self.partitions.pop(partition, None)
-            return
+            return False
         except StateRolledBack as exc:
             log.error("person partition=%d: %s", partition, exc)
             self.partitions.pop(partition, None)
             await self._read_again(partition)
-            return
+            return False
 
         for topic, (_, last) in batch.offset_ranges.items():
             state.offsets[topic] = last
@@ -542,6 +545,7 @@ class AttributionProcessor:
         for name, value in counts.items():
             self.stats[name] += value
         self._count_batch(plan, counts)
+        return True
 
     def _count_batch(self, plan: BatchPlan, counts: dict[str, int]) -> None:
         """Add an applied batch to the Prometheus counters."""

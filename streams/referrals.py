@@ -169,6 +169,7 @@ class PersonSocial:
             if isinstance(event, SocialTouch) and event.kind in ENGAGEMENT_KINDS:
                 facts.append(engagement_fact(event))
                 if event.referral_code is not None:
+                    # Both lists keep the batch's order, so a code shared twice goes to its first share.
                     owner = CodeOwner(event.person_id, event.campaign_id, event.deal_id)
                     shares.setdefault(event.referral_code, (encode_owner(owner), event, record))
             elif isinstance(event, (Click, Identify)) and event.referral_code is not None:

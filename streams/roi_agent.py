@@ -50,7 +50,6 @@ from streams.state import (
     StateStore,
     offset_gap_topics,
     rewind_to_stored,
-    run_partitions,
 )
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,10 @@ class RoiProcessor:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
-        await run_partitions(self._process_partition, by_partition)
+        # In partition order, one after the other: deal ids and coupon codes are
+        # registered in untagged keys shared by all campaign partitions.
+        for partition, partition_records in sorted(by_partition.items()):
+            await self._process_partition(partition, partition_records)
         await self.emit_due()
 
     async def _process_partition(self, partition: int, records: list[Record]) -> None:

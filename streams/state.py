@@ -14,7 +14,6 @@ worker reads the partition again from the stored offsets.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 from dataclasses import dataclass, field
@@ -116,28 +115,6 @@ async def rewind_to_stored(
         log.error("partition=%d: no consumer to rewind to %s; the gap stays", partition, targets)
         return
     await rewind(partition, targets)
-
-
-async def run_partitions(
-    handle: Callable[[int, list[Any]], Awaitable[None]], by_partition: dict[int, list[Any]]
-) -> None:
-    """Handle each partition's records concurrently; raise the first failure once all have finished.
-
-    Waiting for all keeps a failed batch from being retried while another
-    partition of it is still being applied. A retried batch skips the records
-    that the partitions which succeeded applied, by their stored offsets.
-    """
-    if len(by_partition) == 1:
-        ((partition, records),) = by_partition.items()
-        await handle(partition, records)
-        return
-    results = await asyncio.gather(
-        *(handle(partition, records) for partition, records in sorted(by_partition.items())),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:

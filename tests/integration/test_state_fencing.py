@@ -293,3 +293,37 @@ def test_rejected_messages_do_not_hold_progress(settings: Settings) -> None:
 
     evening_ms = int(datetime(2026, 11, 2, 18, tzinfo=timezone.utc).timestamp() * 1000)
     assert run(scenario()) == [(evening_ms, False), (evening_ms, False)]
+
+
+def test_stale_worker_releases_nothing(settings: Settings) -> None:
+    """A worker whose batch is refused as stale drops its cached state and releases nothing from it."""
+
+    def click(offset: int) -> Record:
+        event = {"type": "click", "event_id": f"c{offset}", "event_time": "2026-11-02T09:00:00Z", "user_id": "ann",
+                 "campaign_id": "spring", "channel": "instagram"}
+        return Record(settings.topic_touchpoints, 0, offset, b"ann", orjson.dumps(event))
+
+    class CountingProcessor(AttributionProcessor):
+        releases = 0
+
+        async def _release(self, partition: int, state: Any) -> None:
+            self.releases += 1
+            await super()._release(partition, state)
+
+    async def scenario() -> tuple[int, int, bool]:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        new_owner = AttributionProcessor(settings, store, Sink())
+        old_owner = CountingProcessor(settings, store, Sink())
+        await new_owner.process([click(0)])
+        await old_owner.process([click(0)])  # loads the partition at offset 0
+        after_load = old_owner.releases
+        await new_owner.process([click(1)])  # the partition moved on without the old owner
+        await old_owner.process([click(1)])
+        await store.close()
+        return after_load, old_owner.releases, 0 in old_owner.partitions
+
+    after_load, after_stale, still_cached = run(scenario())
+    assert after_load == 1
+    assert after_stale == after_load
+    assert not still_cached
