@@ -95,7 +95,7 @@ class ProbeRequest:
 class ProbeResult:
     """Results of one probe, in the order of the request."""
 
-    #: One byte per touch asked, in order: ``b"1"`` when it is stored, else ``b"0"``.
+    #: One byte per requested touch, in order: ``b"1"`` when it is stored, else ``b"0"``.
     stored: bytes = b""
     seen: set[str] = field(default_factory=set)
     #: Stored clicks per flood window, present only where the limit could be passed.
