@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
 from schemas.outputs import DEFAULT_MODEL
+from streams.credit_check import is_credit_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +139,17 @@ def credit_positions(credit_records: list[Any]) -> dict[str, tuple[str, Decimal]
     running: dict[str, Decimal] = defaultdict(Decimal)
     positions: dict[str, tuple[str, Decimal]] = {}
     for record in sorted(credit_records, key=lambda record: (record.partition, record.offset)):
-        credit = orjson.loads(record.value)
-        if not isinstance(credit, dict) or "weights" not in credit:
-            continue  # a fact array or a progress report, which carry no credit
-        weight = credit["weights"].get(DEFAULT_MODEL)
-        if weight is None or Decimal(weight) == 0:
-            continue
-        campaign_id = credit["campaign_id"]
-        running[campaign_id] += Decimal(weight)
-        positions[credit["conversion_id"]] = (campaign_id, running[campaign_id])
+        value = orjson.loads(record.value)
+        # The worker packs credits into arrays; a single credit object is read as well.
+        for credit in value if is_credit_batch(value) else [value]:
+            if not isinstance(credit, dict) or "weights" not in credit:
+                continue  # a fact array or a progress report, which carry no credit
+            weight = credit["weights"].get(DEFAULT_MODEL)
+            if weight is None or Decimal(weight) == 0:
+                continue
+            campaign_id = credit["campaign_id"]
+            running[campaign_id] += Decimal(weight)
+            positions[credit["conversion_id"]] = (campaign_id, running[campaign_id])
     return positions
 
 

@@ -34,7 +34,7 @@ class Rejected:
     raw: bytes
 
 
-def _dumps_or_repr(value: Any) -> bytes:
+def dumps_or_repr(value: Any) -> bytes:
     """Serialise a decoded value; orjson refuses nesting deeper than it reads, so fall back to repr."""
     try:
         return orjson.dumps(value)
@@ -54,7 +54,7 @@ def describe_value(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, (dict, list)):
-        text = _dumps_or_repr(value).decode(errors="replace")
+        text = dumps_or_repr(value).decode(errors="replace")
     else:
         text = repr(value) if not isinstance(value, str) else value
     if len(text) > _VALUE_PREVIEW_CHARS:
@@ -137,5 +137,5 @@ def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:
         except ValidationError:
             # Validate event by event, so that every rejected event gets its own
             # field errors, index and raw bytes, and the valid ones still pass.
-            return [validate_event(item, index, _dumps_or_repr(item)) for index, item in enumerate(payload)]
+            return [validate_event(item, index, dumps_or_repr(item)) for index, item in enumerate(payload)]
     return [validate_event(payload, None, raw)]

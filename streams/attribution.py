@@ -47,6 +47,7 @@ from streams.crediting import (
     decode_touch,
     encode_pending,
     encode_touch,
+    pack_credits,
 )
 from streams.quality import FloodCheck, is_bot
 from streams.probe import Probe, ProbeRequest, ProbeResult
@@ -701,7 +702,7 @@ class AttributionProcessor:
             outcomes.extend((member, "folded"))
         # Outputs first: a crash before the removal releases the conversions again,
         # and their repeated credits are dropped by credit id downstream.
-        await self.send(outgoing)
+        await self.send(pack_credits(outgoing, self.settings.topic_credits))
         sent_s = time.monotonic()
         for pending in due:
             self.metrics.attribution_latency.observe(max(0.0, sent_s - pending.arrived_s))

@@ -18,6 +18,19 @@ from schemas.outputs import ATTRIBUTION_MODELS, FieldError
 CREDIT_REVENUE_MAX_INTEGER_DIGITS = 21
 
 
+def is_credit_batch(value: Any) -> bool:
+    """Tell an array of credits (``streams.crediting.pack_credits``) from an array of facts by its first item."""
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and value[0].get("type") == "credit"
+
+
+def credit_item_problem(item: Any) -> FieldError | None:
+    """Check one item of a credit array, which must be a credit like a single credit message."""
+    if isinstance(item, dict) and item.get("type") != "credit":
+        return FieldError(field="type", value=describe_value(item.get("type")),
+                          reason="an array of credits may contain only credits")
+    return credit_problem(item)
+
+
 def credit_problem(value: Any) -> FieldError | None:
     """Check the shape of an internal credit message; it comes from our own agent."""
     if not isinstance(value, dict):

@@ -26,10 +26,10 @@ from roitrack.roi import CampaignAggregate, SpendRecord, roi_metrics, window_lab
 from roitrack.settings import Settings
 from roitrack.social import SocialAggregate
 from schemas.common import epoch_ms
-from schemas.decode import Rejected, decode_message
+from schemas.decode import Rejected, decode_message, dumps_or_repr
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
-from streams.credit_check import credit_problem, parse_time_ms
+from streams.credit_check import credit_item_problem, credit_problem, is_credit_batch, parse_time_ms
 from streams.facts import is_fact_message
 from streams.progress import (
     SourceProgress,
@@ -189,6 +189,19 @@ class RoiProcessor:
                             progress_in += 1
                             continue
                         problem = decoded
+                    elif is_credit_batch(value):
+                        messages_in[record.topic] += 1
+                        events_in[record.topic] += len(value)
+                        for index, item in enumerate(value):
+                            problem = credit_item_problem(item)
+                            if problem is not None:
+                                dead.append(dead_letter(
+                                    settings.topic_dead_letters, record, "invalid", [problem], "roi.decode",
+                                    settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item), event_index=index,
+                                ))
+                                continue
+                            credits.append((record, item))
+                        continue
                     elif is_fact_message(value):
                         messages_in[record.topic] += 1
                         events_in[record.topic] += 1

@@ -172,6 +172,25 @@ def test_malformed_credit(kafka_bootstrap: str, redis_url: str, fault_settings: 
     assert "Traceback" not in worker.log_text()
 
 
+def test_credit_array_with_deep_item(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
+    """A credit array whose first item nests 500 levels deep: orjson reads it but cannot write it back."""
+    settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)
+    campaign = ids("camp")
+    good_credit = {"type": "credit", "credit_id": ids("credit"), "conversion_id": ids("conversion"), "campaign_id": campaign,
+                   "event_time": "2026-11-02T10:00:00Z", "weights": {"last_touch": "1"}, "revenue": {"last_touch": "30"}}
+    deep = b'{"type": "credit", "credit_id": "deep", "weights": ' + b"[" * 500 + b"]" * 500 + b"}"
+    send_then_settle(settings, settings.topic_credits, campaign, b"[" + deep + b", " + orjson.dumps(good_credit) + b"]")
+
+    deadline = time.monotonic() + FOLLOW_UP_TIMEOUT_S
+    while campaign not in latest_by_campaign(read_topic(settings, settings.topic_roi_updates, idle_s=1.0)):
+        assert worker.running, f"the worker exited; log:\n{worker.log_tail(60)}"
+        assert time.monotonic() < deadline, f"no roi-update of {campaign} within {FOLLOW_UP_TIMEOUT_S} s"
+        time.sleep(1.0)
+    letters = read_topic(settings, settings.topic_dead_letters, idle_s=1.0)
+    assert [(letter["source_topic"], letter["event_index"]) for letter in letters] == [(settings.topic_credits, 0)]
+    assert "Traceback" not in worker.log_text()
+
+
 def test_credit_with_huge_revenue(kafka_bootstrap: str, redis_url: str, fault_settings: FaultSettings, workers: Workers) -> None:
     """A credit whose revenue is a finite but huge decimal, for a campaign with spend."""
     settings, worker = started_worker(kafka_bootstrap, redis_url, fault_settings, workers)

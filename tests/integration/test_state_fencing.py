@@ -327,3 +327,36 @@ def test_stale_worker_releases_nothing(settings: Settings) -> None:
     assert after_load == 1
     assert after_stale == after_load
     assert not still_cached
+
+
+def test_roi_applies_credit_array_once(settings: Settings) -> None:
+    """A packed credit array counts each credit once, also when re-sent, and dead-letters a bad item alone."""
+
+    def credit(conversion_id: str) -> dict[str, Any]:
+        return {"type": "credit", "credit_id": f"{conversion_id}:spring", "conversion_id": conversion_id,
+                "campaign_id": "spring", "event_time": "2026-11-02T10:00:00.000Z",
+                "weights": {"last_touch": "1"}, "revenue": {"last_touch": "20"}}
+
+    value = orjson.dumps([credit("p1"), {"type": "credit", "credit_id": "bad"}, credit("p2")])
+
+    async def scenario() -> Sink:
+        sink = Sink()
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        processor = RoiProcessor(settings, store, sink)
+        await processor.process([Record(settings.topic_credits, 1, 0, b"spring", value)])
+        # Re-sent after a crash of the attribution agent: a new offset, the same credit ids.
+        await processor.process([Record(settings.topic_credits, 1, 1, b"spring", value)])
+        await processor.emit_due(force=True)
+        await store.close()
+        return sink
+
+    sink = run(scenario())
+    lifetime = [u for u in sink.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
+    letters = sink.on(settings.topic_dead_letters)
+    assert lifetime, "no lifetime update was emitted"
+    assert Decimal(lifetime[-1]["models"]["last_touch"]["conversions"]) == 2
+    assert Decimal(lifetime[-1]["models"]["last_touch"]["revenue"]) == 40
+    assert len(letters) == 2  # the bad item of each of the two messages
+    assert {letter["event_index"] for letter in letters} == {1}
+    assert {letter["errors"][0]["field"] for letter in letters} == {"campaign_id"}

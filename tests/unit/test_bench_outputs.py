@@ -31,3 +31,15 @@ def test_positions_skip_facts_and_progress_reports() -> None:
     positions = credit_positions(records)
 
     assert positions == {"c1": ("spring", Decimal(1)), "c2": ("spring", Decimal(2))}
+
+
+def test_positions_read_credit_arrays_in_order() -> None:
+    packed = [dict(credit("c2", "spring", "1"), type="credit"), dict(credit("c3", "spring", "0.5"), type="credit")]
+    records = [
+        record(0, 0, credit("c1", "spring", "1")),
+        record(0, 1, packed),
+    ]
+
+    positions = credit_positions(records)
+
+    assert positions == {"c1": ("spring", Decimal(1)), "c2": ("spring", Decimal(2)), "c3": ("spring", Decimal("2.5"))}

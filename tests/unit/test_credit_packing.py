@@ -1,0 +1,64 @@
+"""Credits packed into one array message per campaign, and the checks of such an array."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.credit_check import credit_item_problem, is_credit_batch
+from streams.crediting import MAX_CREDITS_PER_MESSAGE, pack_credits
+from streams.records import Outgoing
+
+
+def credit(credit_id: str, campaign_id: str) -> Outgoing:
+    value: dict[str, Any] = {
+        "type": "credit", "credit_id": credit_id, "conversion_id": credit_id, "campaign_id": campaign_id,
+        "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"}, "revenue": {"last_touch": "5"},
+    }
+    return Outgoing("credits", campaign_id, value)
+
+
+def test_pack_groups_per_campaign_in_order() -> None:
+    attribution = Outgoing("attributions", "ann", {"type": "attribution"})
+    messages = [attribution, credit("a1", "spring"), credit("b1", "autumn"), credit("a2", "spring")]
+
+    packed = pack_credits(messages, "credits")
+
+    assert packed[0] is attribution
+    assert [(message.key, [item["credit_id"] for item in message.value]) for message in packed[1:]] == [
+        ("spring", ["a1", "a2"]), ("autumn", ["b1"]),
+    ]
+    assert all(message.topic == "credits" for message in packed[1:])
+
+
+def test_pack_splits_long_arrays() -> None:
+    messages = [credit(f"c{index}", "spring") for index in range(MAX_CREDITS_PER_MESSAGE + 1)]
+
+    packed = pack_credits(messages, "credits")
+
+    assert [len(message.value) for message in packed] == [MAX_CREDITS_PER_MESSAGE, 1]
+    assert packed[1].value[0]["credit_id"] == f"c{MAX_CREDITS_PER_MESSAGE}"
+
+
+def test_pack_without_credits_changes_nothing() -> None:
+    messages = [Outgoing("attributions", "ann", {"type": "attribution"})]
+
+    assert pack_credits(messages, "credits") == messages
+
+
+def test_credit_batch_told_from_fact_array() -> None:
+    assert is_credit_batch([credit("a1", "spring").value])
+    assert not is_credit_batch([{"type": "engagement", "fact_id": "f1"}])
+    assert not is_credit_batch([])
+    assert not is_credit_batch(credit("a1", "spring").value)
+
+
+def test_credit_array_item_must_be_a_credit() -> None:
+    fact_problem = credit_item_problem({"type": "engagement", "fact_id": "f1"})
+    scalar_problem = credit_item_problem(7)
+
+    assert credit_item_problem(credit("a1", "spring").value) is None
+    assert fact_problem is not None
+    assert fact_problem.field == "type"
+    assert fact_problem.value == "engagement"
+    assert scalar_problem is not None
+    assert scalar_problem.field == "(event)"
