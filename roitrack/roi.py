@@ -32,9 +32,13 @@ class ModelTotals:
 
     conversions: dict[AttributionModel, Decimal] = field(default_factory=_zero_by_model)
     revenue: dict[AttributionModel, Decimal] = field(default_factory=_zero_by_model)
+    # The JSON form until the next add(): the ROI agent writes a campaign's whole
+    # aggregate after each batch, and most of its buckets did not change.
+    _json: dict[str, dict[str, str]] | None = field(default=None, repr=False, compare=False)
 
     @exact
     def add(self, weights: dict[AttributionModel, Decimal], revenue: dict[AttributionModel, Decimal]) -> None:
+        self._json = None
         for model, weight in weights.items():
             self.conversions[model] += weight
         for model, amount in revenue.items():
@@ -44,10 +48,13 @@ class ModelTotals:
         self.add(other.conversions, other.revenue)
 
     def to_json(self) -> dict[str, dict[str, str]]:
-        return {
-            "c": {model: str(value) for model, value in self.conversions.items() if value},
-            "r": {model: str(value) for model, value in self.revenue.items() if value},
-        }
+        """Return the JSON form; callers must not change it."""
+        if self._json is None:
+            self._json = {
+                "c": {model: str(value) for model, value in self.conversions.items() if value},
+                "r": {model: str(value) for model, value in self.revenue.items() if value},
+            }
+        return self._json
 
     @classmethod
     def from_json(cls, data: dict[str, dict[str, str]]) -> "ModelTotals":

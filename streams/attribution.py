@@ -409,7 +409,9 @@ class AttributionProcessor:
     def _probe_request(self, plan: BatchPlan) -> ProbeRequest:
         """Ask which touchpoints and conversion ids are stored, and the clicks of each flood window."""
         request = ProbeRequest(windows=self.flood.windows(plan.touches))
-        request.touches = [(candidate.key, candidate.member) for candidate in plan.touches]
+        add_touch = request.add_touch
+        for candidate in plan.touches:
+            add_touch(candidate.key, candidate.member)
         for event, _ in plan.conversions:
             request.seen_ids.append(f"e:{event.event_id}")
             if event.order_id is not None:
@@ -479,11 +481,7 @@ class AttributionProcessor:
             touches_by_key[candidate.key].extend((candidate.time_ms, candidate.member))
             watermark_ms = max(watermark_ms, min(candidate.time_ms, wall_ms))
         ttl_ms = settings.touchpoint_ttl_s * 1000
-        for key, pairs in touches_by_key.items():
-            batch.command_many("ZADD", key, pairs, group=2)
-            batch.command("ZREMRANGEBYRANK", key, 0, -(settings.max_touchpoints_per_person + 1))
-            batch.command("ZREMRANGEBYSCORE", key, "-inf", f"({watermark_ms - ttl_ms}")
-            batch.command("PEXPIRE", key, ttl_ms)
+        batch.zadd_capped(touches_by_key, settings.max_touchpoints_per_person, watermark_ms - ttl_ms, ttl_ms)
         for user_id, anonymous_id in plan.links:
             alias_key = self.keys.aliases(partition, user_id)
             batch.command("SADD", alias_key, anonymous_id)

@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 # KEYS: the person keys, then the seen-events key (when there are ids to test).
 # ARGV[1]: JSON {"t": [key index, member, key index, member, ...], "s": [seen id, ...],
-# "sk": index of the seen key, "f": [[key index, min score, max score, batch
-# clicks], ...], "max": flood limit}. Scores are strings, so no number passes
-# through Lua's doubles.
+# "sk": index of the seen key, "f": [key index, window number, batch clicks, ...],
+# "w": window length in ms, "max": flood limit}. A window's bounds are products
+# below 2^53, so Lua's doubles hold them exactly and '%d' writes them back.
 _PROBE_LUA = r"""
 local req = cjson.decode(ARGV[1])
 local touch_flags = {}
@@ -56,20 +56,25 @@ if #req.s > 0 then
   end
 end
 local flood = {}
-for i, window in ipairs(req.f) do
-  local key = KEYS[window[1]]
-  local bound = redis.call('ZCOUNT', key, window[2], window[3])
-  if bound + window[4] > req.max then
+local windows = req.f
+for i = 1, #windows, 3 do
+  local key = KEYS[windows[i]]
+  local low = string.format('%d', windows[i + 1] * req.w)
+  local high = '(' .. string.format('%d', (windows[i + 1] + 1) * req.w)
+  local bound = redis.call('ZCOUNT', key, low, high)
+  local result
+  if bound + windows[i + 2] > req.max then
     local clicks = 0
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, window[2], window[3])) do
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, low, high)) do
       if string.sub(member, -6) == '\31click' then
         clicks = clicks + 1
       end
     end
-    flood[i] = clicks * 2 + 1
+    result = clicks * 2 + 1
   else
-    flood[i] = bound * 2
+    result = bound * 2
   end
+  flood[(i + 2) / 3] = result
 end
 return {table.concat(touch_flags), table.concat(seen_flags), flood}
 """
@@ -80,11 +85,22 @@ Window = tuple[str, int]
 
 @dataclass(slots=True)
 class ProbeRequest:
-    """Reads requested for one batch: (person key, member) pairs, seen ids, and clicks per flood window."""
+    """Reads requested for one batch: touches by person key, seen ids, and clicks per flood window."""
 
-    touches: list[tuple[str, str]] = field(default_factory=list)
+    #: Person key -> its index in KEYS (from 1), in the order first seen.
+    key_index: dict[str, int] = field(default_factory=dict)
+    #: Flat (key index, member) pairs, in the batch's order.
+    touches: list[int | str] = field(default_factory=list)
     seen_ids: list[str] = field(default_factory=list)
     windows: dict[Window, int] = field(default_factory=dict)  # window -> the batch's clicks in it
+
+    def add_touch(self, key: str, member: str) -> None:
+        """Ask whether ``member`` is stored in the sorted set ``key``."""
+        number = self.key_index.get(key)
+        if number is None:
+            number = self.key_index[key] = len(self.key_index) + 1
+        self.touches.append(number)
+        self.touches.append(member)
 
     @property
     def empty(self) -> bool:
@@ -116,21 +132,18 @@ class Probe:
         result = ProbeResult()
         if request.empty:
             return result
-        key_index: dict[str, int] = {}
-        touches: list[str | int] = []
-        for key, member in request.touches:
-            touches.append(key_index.setdefault(key, len(key_index) + 1))
-            touches.append(member)
+        key_index = request.key_index
         person_keys = list(key_index)
         windows: Sequence[Window] = list(request.windows)
+        flat_windows: list[int] = []
+        for (key, bucket), clicks in request.windows.items():
+            flat_windows.extend((key_index[key], bucket, clicks))
         payload = {
-            "t": touches,
+            "t": request.touches,
             "s": request.seen_ids,
             "sk": len(person_keys) + 1,
-            "f": [
-                [key_index[key], str(bucket * self.window_ms), f"({(bucket + 1) * self.window_ms}", request.windows[(key, bucket)]]
-                for key, bucket in windows
-            ],
+            "f": flat_windows,
+            "w": self.window_ms,
             "max": self.max_clicks,
         }
         keys = person_keys + [seen_key] if request.seen_ids else person_keys

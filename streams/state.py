@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from streams.command_packing import use_fast_packing
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 # KEYS[1] is the offsets hash; the other KEYS are the keys the commands write.
 # ARGV: n, then n quadruples (offset field, first offset, last offset, expected
 # stored offset or -1 for none), then the commands, each as (arg count, command
-# name, key index, args...). Returns {1} when applied, {0, field, stored} when
+# name, key index, args...). The pseudo-command ZADDCAPPED (key index 0) carries
+# many sorted sets in one JSON argument; see FencedBatch.zadd_capped. Returns {1} when applied, {0, field, stored} when
 # another worker is ahead, {2, field, stored} when Redis is behind this worker.
 # Redis does not roll back a script that fails half-way, so the offsets are
 # written last, and callers keep every command below MAX_COMMAND_ARGS
@@ -57,8 +59,38 @@ end
 local offsets_end = i
 while i <= #ARGV do
   local count = tonumber(ARGV[i])
-  local key = KEYS[tonumber(ARGV[i + 2])]
-  redis.call(ARGV[i + 1], key, unpack(ARGV, i + 3, i + 2 + count))
+  if ARGV[i + 1] == 'ZADDCAPPED' then
+    local keep_rank = -(tonumber(ARGV[i + 3]) + 1)
+    local below = '(' .. ARGV[i + 4]
+    local ttl_ms = ARGV[i + 5]
+    local flat = cjson.decode(ARGV[i + 6])
+    local j = 1
+    while j <= #flat do
+      local key = KEYS[flat[j]]
+      local last = j + 1 + 2 * flat[j + 1]
+      local args = {}
+      local m = 0
+      for k = j + 2, last, 2 do
+        args[m + 1] = string.format('%d', flat[k])
+        args[m + 2] = flat[k + 1]
+        m = m + 2
+        if m >= 4000 then
+          redis.call('ZADD', key, unpack(args, 1, m))
+          m = 0
+        end
+      end
+      if m > 0 then
+        redis.call('ZADD', key, unpack(args, 1, m))
+      end
+      redis.call('ZREMRANGEBYRANK', key, 0, keep_rank)
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', below)
+      redis.call('PEXPIRE', key, ttl_ms)
+      j = last + 1
+    end
+  else
+    local key = KEYS[tonumber(ARGV[i + 2])]
+    redis.call(ARGV[i + 1], key, unpack(ARGV, i + 3, i + 2 + count))
+  end
   i = i + 3 + count
 end
 local j = 2
@@ -279,12 +311,34 @@ class FencedBatch:
             raise ValueError(
                 f"{name} with {len(args)} arguments exceeds {MAX_COMMAND_ARGS}; use command_many()"
             )
+        self.args.extend((len(args), name, self._index(key)))
+        self.args.extend(args)
+
+    def zadd_capped(self, pairs_by_key: dict[str, list[int | str]], keep: int, min_score: int, ttl_ms: int) -> None:
+        """Add (integer score, member) pairs to sorted sets and trim each set, in one argument for all sets.
+
+        Per key it runs what these commands would: ``ZADD key pairs...``,
+        ``ZREMRANGEBYRANK key 0 -(keep + 1)`` (keep the highest scores),
+        ``ZREMRANGEBYSCORE key -inf (min_score`` and ``PEXPIRE key ttl_ms``.
+        One JSON argument costs the worker far less than four commands per
+        set with their arguments. Scores must lie within +-2^53, which Lua's
+        doubles hold exactly.
+        """
+        flat: list[int | str] = []
+        for key, pairs in pairs_by_key.items():
+            flat.append(self._index(key))
+            flat.append(len(pairs) // 2)
+            flat.extend(pairs)
+        if flat:
+            self.args.extend((4, "ZADDCAPPED", 0, keep, min_score, ttl_ms, orjson.dumps(flat)))
+
+    def _index(self, key: str) -> int:
+        """Return the key's position in KEYS, adding it on first use."""
         index = self._key_index.get(key)
         if index is None:
             self.keys.append(key)
             index = self._key_index[key] = len(self.keys) + 1  # KEYS[1] is the offsets hash
-        self.args.extend((len(args), name, index))
-        self.args.extend(args)
+        return index
 
     @property
     def empty(self) -> bool:

@@ -65,7 +65,8 @@ def probe_and_flag(
             store = StateStore(client, keys)
             check = FloodCheck(Settings(flood_max_clicks=max_clicks, flood_window_s=WINDOW_MS // 1000), store)
             request = ProbeRequest(windows=check.windows(batch))
-            request.touches = [(candidate.key, candidate.member) for candidate in batch]
+            for candidate in batch:
+                request.add_touch(candidate.key, candidate.member)
             result = await Probe(store, check.window_ms, check.max_clicks).run(request, keys.seen_events(0))
             kept, flagged = await check.filter(list(batch), result.window_clicks)
         finally:
@@ -182,13 +183,11 @@ def test_probe_reports_stored_touches_and_seen_ids(redis_url: str, keys: Keys) -
             await client.zadd(keys.seen_events(0), {"e:p1": 1, "o:purchase:o-9": 2, "o:purchase:o-\u00e9": 3})
             store = StateStore(client, keys)
             request = ProbeRequest(
-                touches=[
-                    (key, encode_touch("new", "camp", "click")),
-                    (other_key, encode_touch("old", "camp", "click")),
-                    (key, encode_touch("old", "camp", "click")),
-                ],
                 seen_ids=["e:p1", "e:p2", "o:purchase:o-9", "o:purchase:o-\u00e9", "o:purchase:o-e"],
             )
+            request.add_touch(key, encode_touch("new", "camp", "click"))
+            request.add_touch(other_key, encode_touch("old", "camp", "click"))
+            request.add_touch(key, encode_touch("old", "camp", "click"))
             return await Probe(store, WINDOW_MS, MAX_CLICKS).run(request, keys.seen_events(0))
         finally:
             await client.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -207,6 +208,64 @@ def test_fenced_apply_large_batch(settings: Settings) -> None:
     count, offsets = run(scenario())
     assert count == 30_000
     assert offsets == {b"conversions": b"99"}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_zadd_capped_matches_commands(settings: Settings, seed: int) -> None:
+    """ZADDCAPPED leaves each sorted set as ZADD, ZREMRANGEBYRANK, ZREMRANGEBYSCORE and PEXPIRE would."""
+    generator = random.Random(seed)
+    keep = generator.randint(1, 6)
+    now_ms = 1_796_000_000_000
+    ttl_ms = 600_000
+    min_score = now_ms - ttl_ms
+    people = [f"person-{number}" for number in range(4)]
+    stored = {person: [(now_ms - generator.randint(0, 2 * ttl_ms), f"old-{index}") for index in range(generator.randint(0, 8))]
+              for person in people}
+    # Some people get more than Lua's unpack() limit of pairs at once.
+    sizes = [generator.choice([0, 1, 3, 9, 2_500]) for _ in people]
+    added = {person: [(now_ms - generator.randint(0, 2 * ttl_ms), f"new-{index}") for index in range(size)]
+             for person, size in zip(people, sizes)}
+
+    async def scenario() -> tuple[dict[str, list[Any]], dict[str, list[Any]], list[int]]:
+        client = connect(settings.redis_url)
+        store = StateStore(client, Keys(settings.redis_namespace))
+        tag = store.keys.person_tag(0)
+        capped = FencedBatch(store.keys.offsets(tag))
+        capped.cover("touchpoints", 0, 0, -1)
+        by_key: dict[str, list[int | str]] = {}
+        for person in people:
+            for prefix in ("capped", "commands"):
+                if stored[person]:
+                    await client.zadd(f"{tag}:{prefix}:{person}", {member: score for score, member in stored[person]})
+            if added[person]:
+                by_key[f"{tag}:capped:{person}"] = [value for pair in added[person] for value in pair]
+        capped.zadd_capped(by_key, keep, min_score, ttl_ms)
+        commands = FencedBatch(store.keys.offsets(f"{tag}x"))
+        commands.cover("touchpoints", 0, 0, -1)
+        for person in people:
+            if added[person]:
+                key = f"{tag}:commands:{person}"
+                commands.command_many("ZADD", key, [value for pair in added[person] for value in pair], group=2)
+                commands.command("ZREMRANGEBYRANK", key, 0, -(keep + 1))
+                commands.command("ZREMRANGEBYSCORE", key, "-inf", f"({min_score}")
+                commands.command("PEXPIRE", key, ttl_ms)
+        await store.apply(capped)
+        await store.apply(commands)
+        results: dict[str, dict[str, list[Any]]] = {"capped": {}, "commands": {}}
+        ttls: list[int] = []
+        for prefix, found in results.items():
+            for person in people:
+                key = f"{tag}:{prefix}:{person}"
+                found[person] = await client.zrange(key, 0, -1, withscores=True)
+                if added[person]:
+                    ttls.append(int(await client.pttl(key)))
+        await store.close()
+        return results["capped"], results["commands"], ttls
+
+    capped, commands, ttls = run(scenario())
+    assert capped == commands
+    assert all(0 < ttl <= ttl_ms for ttl in ttls)
+    assert any(found for found in capped.values())
 
 
 def test_fenced_command_rejects_oversize() -> None:
