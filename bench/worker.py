@@ -1,10 +1,10 @@
 """Run `roitrack worker` in this process and note when its attribution agent gets its first batch.
 
 Usage: ``python -m bench.worker RESULT_FILE``, with the ROITRACK_* variables
-set. It builds the pipeline exactly as ``roitrack.worker.run_worker`` does. The
-only addition is a wrapper around the attribution processor that writes the
-wall time of the first batch to RESULT_FILE, which is where the harness starts
-the clock. The wrapper costs one comparison per batch.
+set. It builds the pipeline and tunes the garbage collector exactly as
+``roitrack.worker.run_worker`` does. The only addition is a wrapper around the
+attribution processor that writes the wall time of the first batch to
+RESULT_FILE, which is where the harness starts the clock. The wrapper costs one comparison per batch.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import faust
 
 from bench.procinfo import write_result
 from roitrack.settings import load_settings
+from roitrack.worker import tune_gc
 from streams.app import create_pipeline
 from streams.records import Record
 
@@ -38,6 +39,7 @@ def main(argv: list[str]) -> None:
     result_path = Path(argv[0])
     settings = load_settings()
     pipeline = create_pipeline(settings)
+    tune_gc(settings)
     process = pipeline.attribution.process
     stats: dict[str, float] = {"batches": 0, "records": 0, "handler_s": 0.0}
 
