@@ -49,24 +49,33 @@ def credit_problem(value: Any) -> FieldError | None:
     try:
         parse_time_ms(value["event_time"])
     except (TypeError, ValueError, AttributeError):
-        return FieldError(field="event_time", value=str(value["event_time"])[:80], reason="not an ISO 8601 time")
+        # describe_value, not str(): str() of a list nested 1,000 deep raises RecursionError.
+        return FieldError(field="event_time", value=describe_value(value["event_time"]), reason="not an ISO 8601 time")
     for name in ("weights", "revenue"):
         figures = value[name]
         if not isinstance(figures, dict) or any(model not in ATTRIBUTION_MODELS for model in figures):
             return FieldError(field=name, value=None, reason="must map attribution models to decimal strings")
         for text in figures.values():
-            try:
-                if not isinstance(text, str) or not Decimal(text).is_finite():
-                    raise ValueError(text)
-                figure = Decimal(text)
-            except (ArithmeticError, ValueError):
-                return FieldError(field=name, value=str(text)[:80], reason="not a finite decimal string")
+            figure = _finite_decimal(text)
+            if figure is None:
+                return FieldError(field=name, value=describe_value(text), reason="not a finite decimal string")
             if name == "weights" and not 0 <= figure <= 1:
                 return FieldError(field=name, value=text[:80], reason="a weight must lie between 0 and 1")
             if name == "revenue" and figure and figure.copy_abs().adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
                 return FieldError(field=name, value=text[:80],
                                   reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
     return None
+
+
+def _finite_decimal(text: Any) -> Decimal | None:
+    """Return the finite decimal that a string spells, else None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        figure = Decimal(text)
+    except ArithmeticError:
+        return None
+    return figure if figure.is_finite() else None
 
 
 def parse_time_ms(text: str) -> int:

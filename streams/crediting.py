@@ -107,12 +107,16 @@ def credit_id(person_id: str, conversion_id: str, campaign_id: str) -> str:
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()
 
 
-#: Credits packed into one message at most; 500 credits stay far below 1 MB.
+#: Credits packed into one message at most.
 MAX_CREDITS_PER_MESSAGE = 500
+#: Bytes of credits packed into one message at most. A credit with ids of 128
+#: four-byte characters is about 2 KB, and 500 of them would pass the producer's
+#: 1,000,000-byte request limit. So a message also closes at this size.
+MAX_CREDIT_BYTES_PER_MESSAGE = 900 * 1024
 
 
 def pack_credits(messages: Sequence[Outgoing], credits_topic: str) -> list[Outgoing]:
-    """Pack the credits among ``messages`` into JSON arrays, one per campaign; keep the other messages first.
+    """Pack the credits among ``messages`` into JSON arrays per campaign; keep the other messages first.
 
     A credit is keyed by its campaign, so the array goes to the same partition
     and keeps the credits' order. The ROI agent then pays Faust's cost per
@@ -126,10 +130,17 @@ def pack_credits(messages: Sequence[Outgoing], credits_topic: str) -> list[Outgo
         else:
             packed.append(message)
     for campaign_id, credits in by_campaign.items():
-        for start in range(0, len(credits), MAX_CREDITS_PER_MESSAGE):
-            # Outgoing.value is a JSON object for the other messages; a list is sent the same way.
-            chunk: Any = credits[start : start + MAX_CREDITS_PER_MESSAGE]
-            packed.append(Outgoing(credits_topic, campaign_id, chunk))
+        # Outgoing.value is a JSON object for the other messages; a list is sent the same way.
+        chunk: Any = []
+        chunk_bytes = 2  # the brackets
+        for credit in credits:
+            size = len(orjson.dumps(credit)) + 1  # and its comma
+            if chunk and (len(chunk) == MAX_CREDITS_PER_MESSAGE or chunk_bytes + size > MAX_CREDIT_BYTES_PER_MESSAGE):
+                packed.append(Outgoing(credits_topic, campaign_id, chunk))
+                chunk, chunk_bytes = [], 2
+            chunk.append(credit)
+            chunk_bytes += size
+        packed.append(Outgoing(credits_topic, campaign_id, chunk))
     return packed
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from streams.credit_check import credit_item_problem, is_credit_batch
-from streams.crediting import MAX_CREDITS_PER_MESSAGE, pack_credits
+from streams.crediting import MAX_CREDIT_BYTES_PER_MESSAGE, MAX_CREDITS_PER_MESSAGE, pack_credits
 from streams.records import Outgoing
 
 
@@ -62,3 +64,30 @@ def test_credit_array_item_must_be_a_credit() -> None:
     assert fact_problem.value == "engagement"
     assert scalar_problem is not None
     assert scalar_problem.field == "(event)"
+
+
+def test_pack_closes_message_by_size() -> None:
+    """Credits with long multi-byte ids close a message before 500 credits pass the producer's limit."""
+    long_id = "\U0001F600" * 300  # 1,200 bytes in each of two id fields
+    messages = [credit(f"{long_id}{index}", "spring") for index in range(MAX_CREDITS_PER_MESSAGE)]
+
+    packed = pack_credits(messages, "credits")
+
+    sizes = [len(orjson.dumps(message.value)) for message in packed]
+    assert len(packed) > 1
+    assert max(sizes) <= MAX_CREDIT_BYTES_PER_MESSAGE
+    assert [item["credit_id"] for message in packed for item in message.value] == [
+        message.value["credit_id"] for message in messages
+    ]
+
+
+def test_deeply_nested_credit_field_is_a_field_error() -> None:
+    """str() of a list nested 1,000 deep raises RecursionError; the check must return a field error instead."""
+    nested: Any = []
+    for _ in range(1_000):
+        nested = [nested]
+    for field, value in (("event_time", nested), ("weights", {"last_touch": nested})):
+        item = dict(credit("a1", "spring").value, **{field: value})
+        problem = credit_item_problem(item)
+        assert problem is not None
+        assert problem.field == field
