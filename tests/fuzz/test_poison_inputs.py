@@ -77,6 +77,15 @@ def started_worker(
     return settings, worker
 
 
+def wait_for_roi_update(settings: Settings, worker: Any, campaign: str) -> None:
+    """Wait until a RoiUpdate of ``campaign`` is out, failing early when the worker exited."""
+    deadline = time.monotonic() + FOLLOW_UP_TIMEOUT_S
+    while campaign not in latest_by_campaign(read_topic(settings, settings.topic_roi_updates, idle_s=1.0)):
+        assert worker.running, f"the worker exited; log:\n{worker.log_tail(60)}"
+        assert time.monotonic() < deadline, f"no roi-update of {campaign} within {FOLLOW_UP_TIMEOUT_S} s"
+        time.sleep(1.0)
+
+
 def send_then_settle(settings: Settings, topic: str, key: str, value: Any) -> None:
     """Send the poison and give the worker time to take it before anything else arrives."""
     send(settings, topic, key, value)
@@ -181,11 +190,7 @@ def test_credit_array_with_deep_item(kafka_bootstrap: str, redis_url: str, fault
     deep = b'{"type": "credit", "credit_id": "deep", "weights": ' + b"[" * 500 + b"]" * 500 + b"}"
     send_then_settle(settings, settings.topic_credits, campaign, b"[" + deep + b", " + orjson.dumps(good_credit) + b"]")
 
-    deadline = time.monotonic() + FOLLOW_UP_TIMEOUT_S
-    while campaign not in latest_by_campaign(read_topic(settings, settings.topic_roi_updates, idle_s=1.0)):
-        assert worker.running, f"the worker exited; log:\n{worker.log_tail(60)}"
-        assert time.monotonic() < deadline, f"no roi-update of {campaign} within {FOLLOW_UP_TIMEOUT_S} s"
-        time.sleep(1.0)
+    wait_for_roi_update(settings, worker, campaign)
     letters = read_topic(settings, settings.topic_dead_letters, idle_s=1.0)
     assert [(letter["source_topic"], letter["event_index"]) for letter in letters] == [(settings.topic_credits, 0)]
     assert "Traceback" not in worker.log_text()
@@ -207,11 +212,7 @@ def test_credit_with_huge_revenue(kafka_bootstrap: str, redis_url: str, fault_se
     person = ids("person")
     send(settings, settings.topic_touchpoints, person, click(person, later_campaign, "2026-11-02T10:00:00Z"))
     send(settings, settings.topic_conversions, person, purchase(person, "2026-11-02T10:05:00Z"))
-    deadline = time.monotonic() + FOLLOW_UP_TIMEOUT_S
-    while later_campaign not in latest_by_campaign(read_topic(settings, settings.topic_roi_updates, idle_s=1.0)):
-        assert worker.running, f"the worker exited; log:\n{worker.log_tail(60)}"
-        assert time.monotonic() < deadline, f"no roi-update of {later_campaign} within {FOLLOW_UP_TIMEOUT_S} s"
-        time.sleep(1.0)
+    wait_for_roi_update(settings, worker, later_campaign)
     letters = read_topic(settings, settings.topic_dead_letters, idle_s=1.0)
     assert [(letter["source_topic"], letter["errors"][0]["field"]) for letter in letters] == [
         (settings.topic_credits, "revenue")]

@@ -115,27 +115,29 @@ def test_attribution_replay_after_restart_counts_once(settings: Settings) -> Non
     assert stats[b"touchpoints"] == b"1"
 
 
+async def roi_outputs(settings: Settings, batches: list[list[Record]]) -> Sink:
+    """Process the batches with a new RoiProcessor, publish every changed campaign, and return what it sent."""
+    sink = Sink()
+    store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
+    try:
+        processor = RoiProcessor(settings, store, sink)
+        for records in batches:
+            await processor.process(records)
+        await processor.emit_due(force=True)
+    finally:
+        await store.close()
+    return sink
+
+
 def test_roi_drops_repeated_credit(settings: Settings) -> None:
     credit = {"type": "credit", "credit_id": "p1:spring", "conversion_id": "p1", "campaign_id": "spring",
               "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"}, "revenue": {"last_touch": "50"}}
     value = orjson.dumps(credit)
 
-    async def scenario() -> tuple[Sink, Sink]:
-        sink, restarted_sink = Sink(), Sink()
-        client = connect(settings.redis_url)
-        store = StateStore(client, Keys(settings.redis_namespace))
-        processor = RoiProcessor(settings, store, sink)
-        await processor.process([Record(settings.topic_credits, 1, 0, b"spring", value)])
-        # The attribution agent re-sent the same credit after a crash: a new offset, the same id.
-        await processor.process([Record(settings.topic_credits, 1, 1, b"spring", value)])
-        await processor.emit_due(force=True)
-        restarted = RoiProcessor(settings, store, restarted_sink)
-        await restarted.process([Record(settings.topic_credits, 1, 2, b"spring", value)])
-        await restarted.emit_due(force=True)
-        await store.close()
-        return sink, restarted_sink
-
-    sink, restarted_sink = run(scenario())
+    # The attribution agent re-sent the same credit after a crash: a new offset, the same id.
+    sink = run(roi_outputs(settings, [[Record(settings.topic_credits, 1, offset, b"spring", value)] for offset in (0, 1)]))
+    # A restarted worker: a new processor, only Redis.
+    restarted_sink = run(roi_outputs(settings, [[Record(settings.topic_credits, 1, 2, b"spring", value)]]))
     for messages in (sink, restarted_sink):
         lifetime = [u for u in messages.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
         assert lifetime, "no lifetime update was emitted"
@@ -398,19 +400,8 @@ def test_roi_applies_credit_array_once(settings: Settings) -> None:
 
     value = orjson.dumps([credit("p1"), {"type": "credit", "credit_id": "bad"}, credit("p2")])
 
-    async def scenario() -> Sink:
-        sink = Sink()
-        client = connect(settings.redis_url)
-        store = StateStore(client, Keys(settings.redis_namespace))
-        processor = RoiProcessor(settings, store, sink)
-        await processor.process([Record(settings.topic_credits, 1, 0, b"spring", value)])
-        # Re-sent after a crash of the attribution agent: a new offset, the same credit ids.
-        await processor.process([Record(settings.topic_credits, 1, 1, b"spring", value)])
-        await processor.emit_due(force=True)
-        await store.close()
-        return sink
-
-    sink = run(scenario())
+    # Re-sent after a crash of the attribution agent: a new offset, the same credit ids.
+    sink = run(roi_outputs(settings, [[Record(settings.topic_credits, 1, offset, b"spring", value)] for offset in (0, 1)]))
     lifetime = [u for u in sink.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
     letters = sink.on(settings.topic_dead_letters)
     assert lifetime, "no lifetime update was emitted"
