@@ -344,8 +344,8 @@ class Pipeline:
         async def release() -> None:
             await self._guarded("release", self.attribution.release_due)
 
-        # A tick of a quarter interval publishes a changed campaign at most a quarter
-        # interval after its throttle ends; a full-interval tick could wait almost two.
+        # The timer ticks four times per interval, so a throttled campaign goes out at
+        # most a quarter interval late. One tick per interval could hold it almost two.
         @app.timer(max(0.01, settings.roi_update_interval_s / 4), name="roitrack.emit")  # type: ignore[untyped-decorator]  # faust's timer decorator is untyped
         async def emit() -> None:
             await self._guarded("emit", self.roi.emit_due)

@@ -51,7 +51,7 @@ class FloodCheck:
     async def filter(
         self, touches: list["TouchCandidate"], window_clicks: dict[Window, int]
     ) -> tuple[list["TouchCandidate"], int]:
-        """Drop flagged clicks; ``window_clicks`` holds the stored clicks that ``streams.probe`` read."""
+        """Drop flagged clicks; ``window_clicks`` contains the stored clicks that ``streams.probe`` read."""
         clicks = [touch for touch in touches if touch.touch_class == "click"]
         if not clicks:
             return touches, 0
@@ -60,8 +60,8 @@ class FloodCheck:
         await self._address_floods(clicks, flagged)
         if not flagged:
             return touches, 0
-        kept = [touch for touch in touches if id(touch) not in flagged]
-        return kept, len(flagged)
+        unflagged = [touch for touch in touches if id(touch) not in flagged]
+        return unflagged, len(flagged)
 
     def _person_floods(
         self, clicks: list["TouchCandidate"], window_clicks: dict[Window, int], flagged: set[int]

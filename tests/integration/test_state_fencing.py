@@ -232,6 +232,8 @@ def test_zadd_capped_matches_commands(settings: Settings, seed: int) -> None:
         client = connect(settings.redis_url)
         store = StateStore(client, Keys(settings.redis_namespace))
         tag = store.keys.person_tag(0)
+
+        # The same stored sets under two prefixes: one gets ZADDCAPPED, the other the four commands.
         capped = FencedBatch(store.keys.offsets(tag))
         capped.cover("touchpoints", 0, 0, -1)
         by_key: dict[str, list[int | str]] = {}
@@ -242,6 +244,7 @@ def test_zadd_capped_matches_commands(settings: Settings, seed: int) -> None:
             if added[person]:
                 by_key[f"{tag}:capped:{person}"] = [value for pair in added[person] for value in pair]
         capped.zadd_capped(by_key, keep, min_score, ttl_ms)
+
         commands = FencedBatch(store.keys.offsets(f"{tag}x"))
         commands.cover("touchpoints", 0, 0, -1)
         for person in people:
@@ -253,6 +256,7 @@ def test_zadd_capped_matches_commands(settings: Settings, seed: int) -> None:
                 commands.command("PEXPIRE", key, ttl_ms)
         await store.apply(capped)
         await store.apply(commands)
+
         results: dict[str, dict[str, list[Any]]] = {"capped": {}, "commands": {}}
         ttls: list[int] = []
         for prefix, found in results.items():
