@@ -136,21 +136,33 @@ class RoiProcessor:
         # In partition order, one after the other: deal ids and coupon codes are
         # registered in untagged keys shared by all campaign partitions.
         for partition, partition_records in sorted(by_partition.items()):
-            await self._process_partition(partition, partition_records)
+            state = await self._partition(partition)
+            async with state.lock:
+                try:
+                    if offset_gap_topics("campaign", partition, partition_records, state.offsets, state.continuity_checked):
+                        await self._read_again(partition)
+                        continue
+                    await self._ingest(partition, state, partition_records)
+                except BaseException:
+                    # In-memory aggregates may be ahead of Redis now; reload on the next batch.
+                    self.partitions.pop(partition, None)
+                    raise
         await self.emit_due()
 
-    async def _process_partition(self, partition: int, records: list[Record]) -> None:
-        state = await self._partition(partition)
-        async with state.lock:
-            try:
-                if offset_gap_topics("campaign", partition, records, state.offsets, state.continuity_checked):
-                    await self._read_again(partition)
-                    return
-                await self._ingest(partition, state, records)
-            except BaseException:
-                # In-memory aggregates may be ahead of Redis now; reload on the next batch.
-                self.partitions.pop(partition, None)
-                raise
+    def _collect_credit_array(
+        self, record: Record, items: list[Any], credits: list[tuple[Record, dict[str, Any]]], dead: list[Outgoing],
+    ) -> None:
+        """Add the valid credits of an array to ``credits``, and a dead letter per invalid item to ``dead``."""
+        settings = self.settings
+        for index, item in enumerate(items):
+            problem = credit_item_problem(item)
+            if problem is None:
+                credits.append((record, item))
+                continue
+            dead.append(dead_letter(
+                settings.topic_dead_letters, record, "invalid", [problem], "roi.decode",
+                settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item), event_index=index,
+            ))
 
     async def _read_again(self, partition: int) -> None:
         """Read the partition's topics again from the offsets stored in Redis."""
@@ -192,15 +204,7 @@ class RoiProcessor:
                     elif is_credit_batch(value):
                         messages_in[record.topic] += 1
                         events_in[record.topic] += len(value)
-                        for index, item in enumerate(value):
-                            problem = credit_item_problem(item)
-                            if problem is not None:
-                                dead.append(dead_letter(
-                                    settings.topic_dead_letters, record, "invalid", [problem], "roi.decode",
-                                    settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item), event_index=index,
-                                ))
-                                continue
-                            credits.append((record, item))
+                        self._collect_credit_array(record, value, credits, dead)
                         continue
                     elif is_fact_message(value):
                         messages_in[record.topic] += 1

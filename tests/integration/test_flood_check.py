@@ -68,11 +68,11 @@ def probe_and_flag(
             for candidate in batch:
                 request.add_touch(candidate.key, candidate.member)
             result = await Probe(store, check.window_ms, check.max_clicks).run(request, keys.seen_events(0))
-            kept, flagged = await check.filter(list(batch), result.window_clicks)
+            unflagged, flagged = await check.filter(list(batch), result.window_clicks)
         finally:
             await client.aclose()
-        kept_ids = {id(candidate) for candidate in kept}
-        flagged_ids = [candidate.event.event_id for candidate in batch if id(candidate) not in kept_ids]
+        unflagged_ids = {id(candidate) for candidate in unflagged}
+        flagged_ids = [candidate.event.event_id for candidate in batch if id(candidate) not in unflagged_ids]
         assert flagged == len(flagged_ids)
         return flagged_ids, result
 
