@@ -338,7 +338,23 @@ class Settings(BaseSettings):
         2000, ge=1, le=100_000, description="Maximum Kafka messages an agent takes per batch."
     )
     batch_within_s: float = Field(
-        0.05, gt=0, le=60, description="Maximum seconds an agent waits to fill a batch."
+        0.1,
+        gt=0,
+        le=60,
+        description=(
+            "Maximum seconds an agent waits to fill a batch. Longer waits make larger batches, which cost "
+            "less CPU per event; 0.05 takes about 50 ms off the latency at about 10 % more CPU per event."
+        ),
+    )
+    batch_max_partition_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description=(
+            "Maximum bytes of message values that one partition's share of a batch applies in one Redis write; "
+            "a larger share is applied in several writes, in offset order. This bounds how long "
+            "one Lua script call holds Redis."
+        ),
     )
     consumer_session_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="Kafka consumer session timeout, in seconds."

@@ -52,7 +52,7 @@ from streams.crediting import (
 from streams.quality import FloodCheck, is_bot
 from streams.probe import Probe, ProbeRequest, ProbeResult
 from streams.progress import ProgressReporter, SourceProgress, partition_progress
-from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter
+from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter, split_by_bytes
 from streams.referrals import PersonSocial, QueuedReferral
 from streams.release import Releaser
 from streams.state import (
@@ -258,25 +258,30 @@ class AttributionProcessor:
         Partitions run one after the other, in partition order. They share
         untagged Redis keys (the first share of a referral code registers it),
         so running them concurrently would make a same-batch result depend on
-        timing.
+        timing. A partition's records are applied in runs of at most
+        ``ROITRACK_BATCH_MAX_PARTITION_BYTES``, in offset order.
         """
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
         for partition, partition_records in sorted(by_partition.items()):
-            await self._process_partition(partition, partition_records)
+            for run in split_by_bytes(partition_records, self.settings.batch_max_partition_bytes):
+                if not await self._process_partition(partition, run):
+                    break  # nothing more applies to this partition until it is reloaded or read again
 
-    async def _process_partition(self, partition: int, records: list[Record]) -> None:
+    async def _process_partition(self, partition: int, records: Sequence[Record]) -> bool:
+        """Apply one run of a partition's records; return False when it was not applied."""
         state = await self._partition(partition)
         async with state.lock:
             try:
                 if offset_gap_topics("person", partition, records, state.offsets, state.continuity_checked):
                     await self._read_again(partition)
-                    return
+                    return False
                 if not await self._ingest(partition, state, records):
-                    return  # the cached state was dropped; the next batch reloads it
+                    return False  # the cached state was dropped; the next batch reloads it
                 await self._release(partition, state)
                 await self.social.resolve(partition, state)
+                return True
             except BaseException:
                 # Reload from Redis on the next batch rather than trust a half-updated cache.
                 self.partitions.pop(partition, None)

@@ -45,6 +45,25 @@ Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
 """Produce messages and return once the broker acknowledged every one."""
 
 
+def split_by_bytes(records: Sequence[Record], max_bytes: int) -> list[Sequence[Record]]:
+    """Split records, in order, into runs whose values add up to at most ``max_bytes``.
+
+    A record larger than ``max_bytes`` forms a run of its own. The processors apply
+    each run in one Redis write, so this bounds the size of that write.
+    """
+    runs: list[Sequence[Record]] = []
+    start = size = 0
+    for index, record in enumerate(records):
+        length = len(record.value) if record.value else 0
+        if index > start and size + length > max_bytes:
+            runs.append(records[start:index])
+            start, size = index, 0
+        size += length
+    if start < len(records):
+        runs.append(records[start:])
+    return runs
+
+
 def decimal_text(value: Decimal) -> str:
     """Format a Decimal as plain text without trailing zeros: 1.500 -> '1.5', 1E+1 -> '10'.
 

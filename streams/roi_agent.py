@@ -40,7 +40,9 @@ from streams.progress import (
     merge_progress,
     pop_sources,
 )
-from streams.records import Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, utc_now
+from streams.records import (
+    Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, split_by_bytes, utc_now,
+)
 from streams.social import CampaignSocial, SocialBatch
 from streams.state import (
     FencedBatch,
@@ -134,20 +136,27 @@ class RoiProcessor:
         for record in records:
             by_partition[record.partition].append(record)
         # In partition order, one after the other: deal ids and coupon codes are
-        # registered in untagged keys shared by all campaign partitions.
+        # registered in untagged keys shared by all campaign partitions. A partition's
+        # records are applied in runs of at most ROITRACK_BATCH_MAX_PARTITION_BYTES.
         for partition, partition_records in sorted(by_partition.items()):
-            state = await self._partition(partition)
-            async with state.lock:
-                try:
-                    if offset_gap_topics("campaign", partition, partition_records, state.offsets, state.continuity_checked):
-                        await self._read_again(partition)
-                        continue
-                    await self._ingest(partition, state, partition_records)
-                except BaseException:
-                    # In-memory aggregates may be ahead of Redis now; reload on the next batch.
-                    self.partitions.pop(partition, None)
-                    raise
+            for run in split_by_bytes(partition_records, self.settings.batch_max_partition_bytes):
+                if not await self._process_run(partition, run):
+                    break  # nothing more applies to this partition until it is reloaded or read again
         await self.emit_due()
+
+    async def _process_run(self, partition: int, records: Sequence[Record]) -> bool:
+        """Apply one run of a partition's records; return False when it was not applied."""
+        state = await self._partition(partition)
+        async with state.lock:
+            try:
+                if offset_gap_topics("campaign", partition, records, state.offsets, state.continuity_checked):
+                    await self._read_again(partition)
+                    return False
+                return await self._ingest(partition, state, records)
+            except BaseException:
+                # In-memory aggregates may be ahead of Redis now; reload on the next batch.
+                self.partitions.pop(partition, None)
+                raise
 
     def _collect_credit_array(
         self, record: Record, items: list[Any], credits: list[tuple[Record, dict[str, Any]]], dead: list[Outgoing],
@@ -170,7 +179,8 @@ class RoiProcessor:
         topics = (settings.topic_credits, settings.topic_campaigns, settings.topic_spend)
         await rewind_to_stored(self.store, self.keys.offsets(self.keys.campaign_tag(partition)), partition, topics, self.rewind)
 
-    async def _ingest(self, partition: int, state: CampaignPartition, records: Sequence[Record]) -> None:
+    async def _ingest(self, partition: int, state: CampaignPartition, records: Sequence[Record]) -> bool:
+        """Apply a partition's records; return False when Redis rejected the write and the state was dropped."""
         settings = self.settings
         batch = FencedBatch(self.keys.offsets(self.keys.campaign_tag(partition)))
         dead: list[Outgoing] = []
@@ -348,12 +358,12 @@ class RoiProcessor:
         except StaleBatch as exc:
             log.warning("campaign partition=%d: %s", partition, exc)
             self.partitions.pop(partition, None)
-            return
+            return False
         except StateRolledBack as exc:
             log.error("campaign partition=%d: %s", partition, exc)
             self.partitions.pop(partition, None)
             await self._read_again(partition)
-            return
+            return False
 
         for topic, (_, last) in batch.offset_ranges.items():
             state.offsets[topic] = last
@@ -371,6 +381,7 @@ class RoiProcessor:
             self.metrics.events_in.labels(topic).inc(value)
         if len(credits) > len(fresh):
             self.metrics.duplicates.labels(settings.topic_credits).inc(len(credits) - len(fresh))
+        return True
 
     async def _add_history(self, partition: int, batch: FencedBatch, credits: Sequence[HistoryCredit]) -> None:
         """Add the credits to their stored history buckets, written with the batch.
