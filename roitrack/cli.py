@@ -17,6 +17,9 @@ log = logging.getLogger("roitrack")
 DATA_DIR = Path(__file__).parent / "data"
 JOURNEYS_FILE = DATA_DIR / "journeys.csv.gz"
 CAMPAIGNS_FILE = DATA_DIR / "campaigns.toml"
+#: Defaults of `roitrack demo --synthetic`.
+SYNTHETIC_SEED = 1
+SYNTHETIC_PEOPLE = 400
 
 
 def settings_table() -> str:
@@ -124,9 +127,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise SystemExit(f"--rate must be 0 (no limit) or a positive number of events per second, got {args.rate}")
     if args.timeout <= 0:
         raise SystemExit(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    journey_options = [name for name, value in (("--journeys", args.journeys), ("--campaigns", args.campaigns))
+                       if value is not None]
+    synthetic_options = [name for name, value in (("--seed", args.seed), ("--people", args.people),
+                                                  ("--ground-truth", args.ground_truth)) if value is not None]
     if args.synthetic:
+        if journey_options:
+            raise SystemExit(f"{_options_apply(journey_options)} only to the journey dataset, not with --synthetic; "
+                             f"leave {_it_or_them(journey_options)} out, or drop --synthetic")
         return _synthetic_demo(args)
-    for option, value in (("--journeys", args.journeys), ("--campaigns", args.campaigns)):
+    if synthetic_options:
+        raise SystemExit(f"{_options_apply(synthetic_options)} only with --synthetic; add --synthetic, "
+                         f"or leave {_it_or_them(synthetic_options)} out")
+    journeys = args.journeys if args.journeys is not None else str(JOURNEYS_FILE)
+    campaigns = args.campaigns if args.campaigns is not None else str(CAMPAIGNS_FILE)
+    for option, value in (("--journeys", journeys), ("--campaigns", campaigns)):
         if not Path(value).is_file():
             raise SystemExit(f"{option} file not found: {value}")
     options = DemoOptions(
@@ -135,20 +150,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         rate_per_s=args.rate,
         keep_state=args.keep_state,
         timeout_s=args.timeout,
-        journeys=Path(args.journeys),
-        campaigns=Path(args.campaigns),
+        journeys=Path(journeys),
+        campaigns=Path(campaigns),
     )
     return run_demo(options)
+
+
+def _options_apply(options: list[str]) -> str:
+    """Return "--a applies" or "--a and --b apply", for an error message."""
+    return f"{' and '.join(options)} {'applies' if len(options) == 1 else 'apply'}"
+
+
+def _it_or_them(options: list[str]) -> str:
+    return "it" if len(options) == 1 else "them"
 
 
 def _synthetic_demo(args: argparse.Namespace) -> int:
     from roitrack.synthetic_demo import SyntheticOptions, run_synthetic_demo
 
-    if args.people < 40:
-        raise SystemExit(f"--people must be at least 40, got {args.people}")
+    people = args.people if args.people is not None else SYNTHETIC_PEOPLE
+    if people < 40:
+        raise SystemExit(f"--people must be at least 40, got {people}")
     options = SyntheticOptions(
-        seed=args.seed,
-        people=args.people,
+        seed=args.seed if args.seed is not None else SYNTHETIC_SEED,
+        people=people,
         summary_path=Path(args.summary) if args.summary else None,
         ground_truth_path=Path(args.ground_truth) if args.ground_truth else None,
         batch_size=args.batch_size,
@@ -315,14 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=0.0, help="maximum events per second; 0 means no limit (default: 0)")
     demo.add_argument("--timeout", type=float, default=600.0, help="seconds to wait, once the replay has ended, for the pipeline to finish (default: 600)")
     demo.add_argument("--keep-state", action="store_true", help="keep the demo's Redis keys after it ends")
-    demo.add_argument("--journeys", default=str(JOURNEYS_FILE), help="journey CSV to replay (default: the bundled dataset)")
-    demo.add_argument("--campaigns", default=str(CAMPAIGNS_FILE), help="campaigns TOML with spend and margins (default: the bundled file)")
+    demo.add_argument("--journeys", help="journey CSV to replay (default: the bundled dataset)")
+    demo.add_argument("--campaigns", help="campaigns TOML with spend and margins (default: the bundled file)")
     demo.add_argument(
         "--synthetic", action="store_true",
         help="replay a generated day of social traffic instead of the journey dataset, and check it against its ground truth",
     )
-    demo.add_argument("--seed", type=int, default=1, help="--synthetic: seed of the generated day (default: 1)")
-    demo.add_argument("--people", type=int, default=400, help="--synthetic: people in the crowd, at least 40 (default: 400)")
+    demo.add_argument("--seed", type=int, help=f"--synthetic: seed of the generated day (default: {SYNTHETIC_SEED})")
+    demo.add_argument("--people", type=int, help=f"--synthetic: people in the crowd, at least 40 (default: {SYNTHETIC_PEOPLE})")
     demo.add_argument("--ground-truth", help="--synthetic: write the expected figures to this JSON file")
     demo.set_defaults(handler=_cmd_demo)
 

@@ -15,6 +15,12 @@ from roitrack.cli import main
         (["demo", "--timeout", "0"], "--timeout must be a positive number of seconds, got 0.0"),
         (["demo", "--synthetic", "--timeout", "-1"], "--timeout must be a positive number of seconds, got -1.0"),
         (["demo", "--rate", "-5"], "--rate must be 0 (no limit) or a positive number of events per second, got -5.0"),
+        (["demo", "--seed", "7"], "--seed applies only with --synthetic; add --synthetic, or leave it out"),
+        (["demo", "--people", "100", "--ground-truth", "truth.json"],
+         "--people and --ground-truth apply only with --synthetic; add --synthetic, or leave them out"),
+        (["demo", "--synthetic", "--journeys", "day.csv"],
+         "--journeys applies only to the journey dataset, not with --synthetic; leave it out, or drop --synthetic"),
+        (["demo", "--synthetic", "--people", "39"], "--people must be at least 40, got 39"),
     ],
 )
 def test_demo_rejects_invalid_option(argv: list[str], message: str) -> None:
