@@ -4,7 +4,7 @@ Usage: ``python -m bench.processors [--mode single|batched] [--gc-threshold N]``
 
 It plans the same workload as ``make bench``, builds the Kafka records in
 memory, and hands them to ``AttributionProcessor.process`` in batches of the
-size the worker's batches had in ``make bench`` (435 single-event or 480 batch
+size the worker's batches had in ``make bench`` (1,580 single-event or 660 batch
 messages per call). The
 credits it sends go straight to ``RoiProcessor.process``; every other output is
 dropped. Redis is real: ``--redis-url``, default the local server, under a
@@ -43,7 +43,7 @@ from streams.state import Keys, StateStore, connect, partition_for_key
 PERSON_PARTITIONS = 8
 CAMPAIGN_PARTITIONS = 4
 #: Records per AttributionProcessor.process call, as the worker's batches had in make bench.
-BATCH_RECORDS = {"single": 435, "batched": 480}
+BATCH_RECORDS = {"single": 1580, "batched": 660}
 EVENTS_PER_MESSAGE = 50
 
 
