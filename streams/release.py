@@ -15,6 +15,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Reads, per conversion, the person's alias set and their touchpoints inside the
+#: lookback window, in one call. KEYS: alias set, touchpoint key, per conversion;
+#: ARGV: lowest and highest score, per conversion. The keys of one call share the
+#: partition's hash tag, so the script also runs on Redis Cluster. Scores are
+#: epoch milliseconds, which Lua numbers hold exactly, returned as integers.
+_READ_TOUCHES_LUA = """
+local replies = {}
+for i = 1, #KEYS / 2 do
+  local aliases = redis.call('SMEMBERS', KEYS[2 * i - 1])
+  local found = redis.call('ZRANGEBYSCORE', KEYS[2 * i], ARGV[2 * i - 1], ARGV[2 * i], 'WITHSCORES')
+  for j = 2, #found, 2 do
+    found[j] = tonumber(found[j])
+  end
+  replies[i] = {aliases, found}
+end
+return replies
+"""
+#: Conversions per script call, so that one call does not hold Redis for long.
+READ_TOUCHES_CHUNK = 1000
+
 
 class Releaser:
     """Decides which pending conversions are due and gathers their touchpoints."""
@@ -30,6 +50,7 @@ class Releaser:
         self.keys = processor.keys
         self.end_offset = end_offset
         self.settle_ms = int(processor.settings.conversion_settle_s * 1000)
+        self._read_touches = self.store.client.register_script(_READ_TOUCHES_LUA)
 
     async def due(self, partition: int, state: "PartitionState") -> list[PendingConversion]:
         """Select pending conversions that may be attributed now.
@@ -75,39 +96,48 @@ class Releaser:
         return state.offsets.get(topic, -1) + 1 >= end_offset
 
     async def touches_for(self, partition: int, due: list[PendingConversion]) -> list[list[StoredTouch]]:
-        """Read each conversion's touchpoints: the person's, and those of linked anonymous ids."""
+        """Read each conversion's touchpoints: the person's, and those of linked anonymous ids.
+
+        One script call per chunk reads the person's aliases and touchpoints. The
+        touchpoints of anonymous ids follow in one pipeline, only when there are
+        any, because they can sit on another partition.
+        """
         lookback_ms = max(self.processor.params.lookback_click_ms, self.processor.params.lookback_view_ms)
-        alias_pipe = self.store.client.pipeline(transaction=False)
-        for pending in due:
-            alias_pipe.smembers(self.keys.aliases(partition, pending.person_id))
-        alias_sets = await alias_pipe.execute()
-
-        key_lists: list[list[str]] = []
-        for pending, members in zip(due, alias_sets):
-            anonymous_ids = {member.decode() for member in members}
-            if pending.anonymous_id is not None:
-                anonymous_ids.add(pending.anonymous_id)
-            anonymous_ids.discard(pending.person_id)
-            keys = [self.keys.touchpoints(partition, pending.person_id)]
-            for anonymous_id in sorted(anonymous_ids):
-                alias_partition = partition_for_key(anonymous_id.encode(), self.settings.person_partitions)
-                keys.append(self.keys.touchpoints(alias_partition, anonymous_id))
-            key_lists.append(keys)
-
-        pipe = self.store.client.pipeline(transaction=False)
-        for pending, keys in zip(due, key_lists):
-            for key in keys:
-                pipe.zrangebyscore(key, pending.time_ms - lookback_ms, pending.time_ms, withscores=True)
-        results = iter(await pipe.execute())
-        touches: list[list[StoredTouch]] = []
-        for keys in key_lists:
-            found: dict[str, StoredTouch] = {}
-            for _ in keys:
-                for member, score in next(results):
+        found: list[dict[str, StoredTouch]] = []
+        extra: list[tuple[int, str]] = []  # (index in due, touchpoint key of an anonymous id)
+        for start in range(0, len(due), READ_TOUCHES_CHUNK):
+            chunk = due[start : start + READ_TOUCHES_CHUNK]
+            keys: list[str] = []
+            args: list[int] = []
+            for pending in chunk:
+                keys.extend((self.keys.aliases(partition, pending.person_id),
+                             self.keys.touchpoints(partition, pending.person_id)))
+                args.extend((pending.time_ms - lookback_ms, pending.time_ms))
+            replies = await self._read_touches(keys=keys, args=args)
+            for pending, (members, flat) in zip(chunk, replies):
+                touches: dict[str, StoredTouch] = {}
+                for member, score in zip(flat[::2], flat[1::2]):
                     touch = decode_touch(member, score)
-                    found.setdefault(touch.event_id, touch)
-            touches.append(list(found.values()))
-        return touches
+                    touches.setdefault(touch.event_id, touch)
+                anonymous_ids = {member.decode() for member in members}
+                if pending.anonymous_id is not None:
+                    anonymous_ids.add(pending.anonymous_id)
+                anonymous_ids.discard(pending.person_id)
+                for anonymous_id in sorted(anonymous_ids):
+                    alias_partition = partition_for_key(anonymous_id.encode(), self.settings.person_partitions)
+                    extra.append((len(found), self.keys.touchpoints(alias_partition, anonymous_id)))
+                found.append(touches)
+
+        if extra:
+            pipe = self.store.client.pipeline(transaction=False)
+            for index, key in extra:
+                time_ms = due[index].time_ms
+                pipe.zrangebyscore(key, time_ms - lookback_ms, time_ms, withscores=True)
+            for (index, _), rows in zip(extra, await pipe.execute()):
+                for member, score in rows:
+                    touch = decode_touch(member, score)
+                    found[index].setdefault(touch.event_id, touch)
+        return [list(touches.values()) for touches in found]
 
     def merge_coupon_redemptions(
         self, due: list[PendingConversion], state: "PartitionState"
