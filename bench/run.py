@@ -87,7 +87,7 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--tuned-interval", type=float, default=0.1,
                         help="ROITRACK_ROI_UPDATE_INTERVAL_S of the tuned latency runs, in seconds (default 0.1)")
     parser.add_argument("--tuned-batch-within", type=float, default=0.05,
-                        help="ROITRACK_BATCH_WITHIN_S of the tuned latency runs, in seconds (default 0.05, the worker's default)")
+                        help="ROITRACK_BATCH_WITHIN_S of the tuned latency runs, in seconds (default 0.05; the worker's default is 0.1)")
 
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="output folder (default artifacts/bench)")
     parser.add_argument("--kafka-bootstrap", default="", help="use this broker instead of starting tansu")

@@ -11,15 +11,15 @@ from typing import Any, Sequence
 from pydantic import ValidationError
 
 from roitrack.settings import ENV_PREFIX, Settings, load_settings
+from roitrack.synthetic import DEFAULT_PEOPLE
 
 log = logging.getLogger("roitrack")
 
 DATA_DIR = Path(__file__).parent / "data"
 JOURNEYS_FILE = DATA_DIR / "journeys.csv.gz"
 CAMPAIGNS_FILE = DATA_DIR / "campaigns.toml"
-#: Defaults of `roitrack demo --synthetic`.
+#: Seed of `roitrack demo --synthetic` unless --seed gives one.
 SYNTHETIC_SEED = 1
-SYNTHETIC_PEOPLE = 400
 
 
 def settings_table() -> str:
@@ -168,7 +168,9 @@ def _it_or_them(options: list[str]) -> str:
 def _synthetic_demo(args: argparse.Namespace) -> int:
     from roitrack.synthetic_demo import SyntheticOptions, run_synthetic_demo
 
-    people = args.people if args.people is not None else SYNTHETIC_PEOPLE
+    if args.ground_truth is not None and not args.ground_truth.strip():
+        raise SystemExit("--ground-truth needs a file path, got an empty value")
+    people = args.people if args.people is not None else DEFAULT_PEOPLE
     if people < 40:
         raise SystemExit(f"--people must be at least 40, got {people}")
     options = SyntheticOptions(
@@ -300,6 +302,46 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from roitrack.embedded import EmbeddedBroker, EmbeddedServiceError
+
+    if not 0 <= args.port <= 65535:
+        raise SystemExit(f"--port must be 0 (any free port) or a TCP port up to 65535, got {args.port}")
+    broker = EmbeddedBroker()
+    try:
+        bootstrap = broker.start(port=args.port or None)
+    except EmbeddedServiceError as exc:
+        raise SystemExit(f"{exc}\nPass --port 0 to take any free port.") from None
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    print(
+        f"tansu Kafka-protocol broker listening on {bootstrap}, storage in memory: its topics vanish when it stops.\n"
+        "In other shells, point roitrack at it (a 6 s session makes consumer-group joins quick on tansu):\n"
+        f"  export ROITRACK_KAFKA_BOOTSTRAP={bootstrap} ROITRACK_CONSUMER_SESSION_TIMEOUT_S=6 "
+        "ROITRACK_CONSUMER_HEARTBEAT_S=1\n"
+        "  roitrack topics create, then roitrack worker, then roitrack replay FILE\n"
+        "The worker also needs Redis at ROITRACK_REDIS_URL (default redis://127.0.0.1:6379/0).\n"
+        "Press Ctrl-C to stop the broker.",
+        flush=True,
+    )
+    try:
+        while broker.running and not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    exited = not broker.running
+    tail = broker.log_tail() if exited else ""
+    broker.stop()
+    if exited:
+        print(f"the broker exited on its own; the last lines of its log:\n{tail}", file=sys.stderr)
+        return 1
+    print("stopped the broker")
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -320,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run the Faust worker (needs ROITRACK_KAFKA_BOOTSTRAP)")
     worker.set_defaults(handler=_cmd_worker)
+
+    broker = commands.add_parser(
+        "broker", help="run a local Kafka-protocol broker (tansu, in memory) for a worker and replays, until Ctrl-C",
+    )
+    broker.add_argument("--port", type=int, default=9092,
+                        help="TCP port on 127.0.0.1; 0 takes any free port (default: 9092)")
+    broker.set_defaults(handler=_cmd_broker)
 
     topics = commands.add_parser("topics", help="create the topics with their partition counts")
     topics.add_argument("action", choices=["create"])
@@ -347,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay a generated day of social traffic instead of the journey dataset, and check it against its ground truth",
     )
     demo.add_argument("--seed", type=int, help=f"--synthetic: seed of the generated day (default: {SYNTHETIC_SEED})")
-    demo.add_argument("--people", type=int, help=f"--synthetic: people in the crowd, at least 40 (default: {SYNTHETIC_PEOPLE})")
+    demo.add_argument("--people", type=int, help=f"--synthetic: people in the crowd, at least 40 (default: {DEFAULT_PEOPLE})")
     demo.add_argument("--ground-truth", help="--synthetic: write the expected figures to this JSON file")
     demo.set_defaults(handler=_cmd_demo)
 

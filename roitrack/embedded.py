@@ -381,6 +381,10 @@ class EmbeddedBroker:
             f"or read the log. Last log lines:\n{log_tail}"
         )
 
+    def log_tail(self) -> str:
+        """Return the last lines of the broker's log, or "" when it is not started."""
+        return "" if self._child is None else self._child.log_tail()
+
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``stop_timeout_s``) and remove its temp dir."""
         child, self._child = self._child, None

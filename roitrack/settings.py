@@ -352,8 +352,8 @@ class Settings(BaseSettings):
         le=256 * 1024 * 1024,
         description=(
             "Maximum bytes of message values that one partition's share of a batch applies in one Redis write; "
-            "a larger share is applied in several writes, in offset order. This bounds how long "
-            "one Lua script call holds Redis."
+            "a larger share is applied in several writes, in batch order. This bounds the size of the "
+            "script call that writes a run's events or credits."
         ),
     )
     consumer_session_timeout_s: float = Field(

@@ -25,6 +25,9 @@ from typing import Any
 
 from schemas.events import ENGAGEMENT_KINDS, as_utc
 
+#: People in the crowd of a generated day, unless the caller gives a number.
+DEFAULT_PEOPLE = 400
+
 DAY_START = datetime(2026, 11, 16, tzinfo=timezone.utc)
 CURRENCY = "EUR"
 BOT_USER_AGENT = "facebookexternalhit/1.1"
@@ -116,7 +119,7 @@ class _Builder:
         return f"{self.rng.randint(low * 100, high * 100) / 100:.2f}"
 
 
-def generate(seed: int, people: int = 400) -> SyntheticDay:
+def generate(seed: int, people: int = DEFAULT_PEOPLE) -> SyntheticDay:
     """Generate one synthetic day; the same seed and people count give the same events."""
     if people < 40:
         raise ValueError(f"people is {people}; the day needs at least 40 people for its advocates and deals")

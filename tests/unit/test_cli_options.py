@@ -21,6 +21,7 @@ from roitrack.cli import main
         (["demo", "--synthetic", "--journeys", "day.csv"],
          "--journeys applies only to the journey dataset, not with --synthetic; leave it out, or drop --synthetic"),
         (["demo", "--synthetic", "--people", "39"], "--people must be at least 40, got 39"),
+        (["demo", "--synthetic", "--ground-truth", ""], "--ground-truth needs a file path, got an empty value"),
     ],
 )
 def test_demo_rejects_invalid_option(argv: list[str], message: str) -> None:
