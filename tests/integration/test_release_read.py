@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 import redis
 
+from bench.services import delete_namespace
 from roitrack.attribution import StoredTouch
 from roitrack.settings import Settings
 from streams import release
@@ -29,11 +30,7 @@ def settings(redis_url: str) -> Iterator[Settings]:
     yield Settings(kafka_bootstrap="127.0.0.1:1", redis_url=redis_url, redis_namespace=namespace,
                    person_partitions=PARTITIONS, campaign_partitions=2,
                    lookback_click_s=LOOKBACK_MS // 1000, lookback_view_s=86_400)
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{namespace}:*"))
-    if keys:
-        client.unlink(*keys)
-    client.close()
+    delete_namespace(redis_url, namespace)
 
 
 async def ignore(messages: Sequence[Outgoing]) -> None:
