@@ -64,7 +64,8 @@ def run_latency(
         cpu_figures = cpu.close()
         peak_rss = peak_rss_bytes(child.pid)
         credits = read_topic(settings, settings.topic_credits, settings.campaign_partitions)
-        published = update_times(credit_positions(credits), watcher.snapshot())
+        updates = watcher.snapshot()
+        published = update_times(credit_positions(credits), updates)
         attributed_s = {
             orjson.loads(record.value)["conversion_id"]: record.timestamp / 1000
             for record in read_topic(settings, settings.topic_attributions, settings.person_partitions)
@@ -112,6 +113,9 @@ def run_latency(
         "to_attribution_p99_ms": round(percentile(to_attribution_ms, 0.99), 1),
         "attribution_to_update_p50_ms": round(percentile(to_update_ms, 0.50), 1),
         "attribution_to_update_p99_ms": round(percentile(to_update_ms, 0.99), 1),
+        # One lifetime RoiUpdate per campaign and publication: the cost of a short update interval.
+        "lifetime_updates": len(updates),
+        "lifetime_updates_per_s": round(len(updates) / (stats.elapsed_s + drained_s), 1),
         "peak_rss_bytes": peak_rss,
         "load_average_before": load,
         "cpu": cpu_figures,

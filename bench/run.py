@@ -84,8 +84,8 @@ def parse_options(argv: list[str] | None) -> Options:
                         help="worker process counts of the scale run, comma-separated; empty skips it (default 1,2,4)")
     parser.add_argument("--tuned-settle", type=float, default=0.1,
                         help="ROITRACK_CONVERSION_SETTLE_S of the tuned latency runs, in seconds (default 0.1)")
-    parser.add_argument("--tuned-interval", type=float, default=0.1,
-                        help="ROITRACK_ROI_UPDATE_INTERVAL_S of the tuned latency runs, in seconds (default 0.1)")
+    parser.add_argument("--tuned-interval", type=float, default=0.05,
+                        help="ROITRACK_ROI_UPDATE_INTERVAL_S of the tuned latency runs, in seconds (default 0.05)")
     parser.add_argument("--tuned-batch-within", type=float, default=0.05,
                         help="ROITRACK_BATCH_WITHIN_S of the tuned latency runs, in seconds (default 0.05; the worker's default is 0.1)")
 
@@ -271,7 +271,8 @@ def _measure(harness: Harness, options: Options, results: dict[str, Any]) -> Non
                 figures.update(settings=name, fraction=fraction)
                 results["latency"].append(figures)
                 progress(f"latency {name} at {fraction:.0%} of {max_rate:,.0f}/s: p50 {figures['p50_ms']:,.0f} ms, "
-                         f"p99 {figures['p99_ms']:,.0f} ms ({figures['purchases_measured']} purchases, achieved "
+                         f"p99 {figures['p99_ms']:,.0f} ms ({figures['purchases_measured']} purchases, "
+                         f"{figures['lifetime_updates_per_s']:,.0f} lifetime RoiUpdates/s, achieved "
                          f"{figures['achieved_rate_per_s']:,.0f} events/s, drained {figures['drain_after_produce_s']:.1f} s "
                          f"after the last event)")
 
