@@ -302,19 +302,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived while ``roitrack broker`` was starting the broker."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from roitrack.embedded import EmbeddedBroker, EmbeddedServiceError
+    from roitrack.embedded import LOOPBACK_HOST, EmbeddedBroker, EmbeddedServiceError, port_is_free
 
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"--port must be 0 (any free port) or a TCP port up to 65535, got {args.port}")
+    if args.port and not port_is_free(args.port):
+        raise SystemExit(f"port {LOOPBACK_HOST}:{args.port} is already in use; stop the process that listens "
+                         "there, pick another --port, or pass --port 0 to take any free port")
     broker = EmbeddedBroker()
+    # Until the broker is up, SIGTERM raises, so that start() stops the child it spawned:
+    # the child runs in a session of its own, and nothing else would stop it.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         bootstrap = broker.start(port=args.port or None)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        print("interrupted while the broker was starting; nothing is left running", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
     except EmbeddedServiceError as exc:
-        raise SystemExit(f"{exc}\nPass --port 0 to take any free port.") from None
+        raise SystemExit(f"the broker did not start: {exc}") from None
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     print(
@@ -332,14 +347,26 @@ def _cmd_broker(args: argparse.Namespace) -> int:
             pass
     except KeyboardInterrupt:
         pass
-    exited = not broker.running
-    tail = broker.log_tail() if exited else ""
+    status = broker.returncode
+    tail = broker.log_tail() if status is not None else ""
     broker.stop()
-    if exited:
-        print(f"the broker exited on its own; the last lines of its log:\n{tail}", file=sys.stderr)
+    if status is not None:
+        print(f"the broker exited on its own with status {status}; the last lines of its log:\n{tail}",
+              file=sys.stderr)
         return 1
     print("stopped the broker")
     return 0
+
+
+def _tcp_port(text: str) -> int:
+    """Parse --port: 0 for any free port, or 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 (any free port) or a TCP port up to 65535, got {port}")
+    return port
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
@@ -366,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker = commands.add_parser(
         "broker", help="run a local Kafka-protocol broker (tansu, in memory) for a worker and replays, until Ctrl-C",
     )
-    broker.add_argument("--port", type=int, default=9092,
+    broker.add_argument("--port", type=_tcp_port, default=9092,
                         help="TCP port on 127.0.0.1; 0 takes any free port (default: 9092)")
     broker.set_defaults(handler=_cmd_broker)
 

@@ -50,7 +50,7 @@ def free_port() -> int:
         return port
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     """Return True when nothing listens on 127.0.0.1:``port`` (a port in TIME_WAIT counts as free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR lets a port left in TIME_WAIT by an earlier run bind, so
@@ -273,7 +273,7 @@ class EmbeddedBroker:
         binary = tansu_binary()
         # A broker that fails to bind exits within milliseconds, but a metadata
         # probe can reach the process that holds the port first, so check here.
-        if port is not None and not _port_is_free(port):
+        if port is not None and not port_is_free(port):
             raise EmbeddedServiceError(
                 f"Port {LOOPBACK_HOST}:{port} is already in use. Stop the process that "
                 f"listens there, or call start() without a port to use a free one."
@@ -380,6 +380,11 @@ class EmbeddedBroker:
             f"{self.start_timeout_s:.0f} s: {reason}. Raise start_timeout_s on a slow machine, "
             f"or read the log. Last log lines:\n{log_tail}"
         )
+
+    @property
+    def returncode(self) -> int | None:
+        """The broker's exit status once it exited (negative: the signal), else None."""
+        return None if self._child is None else self._child.process.poll()
 
     def log_tail(self) -> str:
         """Return the last lines of the broker's log, or "" when it is not started."""

@@ -79,3 +79,39 @@ def test_busy_port_fails_with_hint() -> None:
     assert process.returncode == 1
     assert f"127.0.0.1:{port} is already in use" in errors
     assert "--port 0" in errors
+
+
+def child_pids(pid: int) -> list[int]:
+    """Return the direct children of a process, from /proc."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        children.extend(int(child) for child in text.split())
+    return children
+
+
+def test_sigterm_while_starting_leaves_nothing() -> None:
+    """SIGTERM as soon as tansu is spawned: the command exits and takes tansu with it."""
+    process = start_broker("--port", "0")
+    deadline = time.monotonic() + STARTUP_S
+    children: list[int] = []
+    while not children and time.monotonic() < deadline and process.poll() is None:
+        children = child_pids(process.pid)
+        time.sleep(0.005)
+    assert children, "tansu was not spawned"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+
+    # 143 when the signal came during the start, 0 when the broker was up already.
+    assert process.returncode in (0, 143)
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text(), (
+            f"tansu pid {child} outlived the command")
+
+
+def test_port_out_of_range_is_usage_error() -> None:
+    process = start_broker("--port", "70000")
+    _, errors = process.communicate(timeout=STARTUP_S)
+
+    assert process.returncode == 2
+    assert "must be 0 (any free port) or a TCP port up to 65535, got 70000" in errors

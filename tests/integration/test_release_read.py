@@ -82,11 +82,18 @@ def people_on(partition: int, prefix: str, count: int) -> list[str]:
     return [person for person in people if partition_for_key(person.encode(), PARTITIONS) == partition][:count]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_script_read_matches_pipelines(settings: Settings, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Aliases on this and other partitions, the conversion's own anonymous id, shared event ids and window edges."""
+@pytest.mark.parametrize(("seed", "chunk", "budget_people"), [(1, 7, 1000), (2, 1000, 3), (3, 7, 1000)])
+def test_script_read_matches_pipelines(
+    settings: Settings, seed: int, chunk: int, budget_people: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Aliases on this and other partitions, the conversion's own anonymous id, shared event ids and window edges.
+
+    Several script calls per release: chunks of ``chunk`` conversions, or fewer when
+    the touchpoint budget allows only ``budget_people`` people per call.
+    """
     chooser = random.Random(seed)
-    monkeypatch.setattr(release, "READ_TOUCHES_CHUNK", 7)  # several script calls per release
+    monkeypatch.setattr(release, "READ_TOUCHES_CHUNK", chunk)
+    monkeypatch.setattr(release, "READ_TOUCHES_BUDGET", budget_people * settings.max_touchpoints_per_person)
     keys = Keys(settings.redis_namespace)
     partition = 1
     people = people_on(partition, "user", 25)
@@ -108,10 +115,19 @@ def test_script_read_matches_pipelines(settings: Settings, seed: int, monkeypatc
     due = [pending(person, now_ms - chooser.randint(0, 2), chooser.choice([None, chooser.choice(anonymous), person]))
            for person in people]
 
+    calls = [0]
+
     async def both() -> tuple[list[list[StoredTouch]], list[list[StoredTouch]]]:
         client = connect(settings.redis_url)
         store = StateStore(client, keys)
         processor = AttributionProcessor(settings, store, ignore)
+        script = processor.releaser._read_touches
+
+        async def counted(**kwargs: object) -> object:
+            calls[0] += 1
+            return await script(**kwargs)
+
+        monkeypatch.setattr(processor.releaser, "_read_touches", counted)
         try:
             return await processor.releaser.touches_for(partition, due), await pipelines_read(client, keys, partition, due)
         finally:
@@ -120,4 +136,5 @@ def test_script_read_matches_pipelines(settings: Settings, seed: int, monkeypatc
     script, pipelines = asyncio.run(both())
     assert sum(map(len, pipelines)) > 20, "the random state gave too few touchpoints to compare"
     assert any(item.anonymous_id not in (None, item.person_id) for item in due)
+    assert calls[0] == -(-len(due) // min(chunk, budget_people))
     assert script == pipelines
