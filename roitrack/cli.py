@@ -100,13 +100,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         ) from None
     try:
         replayer = Replayer(settings, producer, batch_size=args.batch_size, rate_per_s=args.rate)
+        definitions = 0
         if args.campaigns:
-            replayer.replay(campaign_events(Path(args.campaigns)))
+            definitions = replayer.replay(campaign_events(Path(args.campaigns))).events
         stats = replay_with_progress(replayer, read_events(path), label=path.name)
     finally:
         producer.close()
+    # The replayer's counts include the campaign definitions produced first.
+    first = f"{definitions} campaign definition(s) from {Path(args.campaigns).name}, then " if args.campaigns else ""
     print(
-        f"replayed {stats.events} events in {stats.messages} messages "
+        f"replayed {first}{stats.events - definitions} events from {path.name} in {stats.messages} messages "
         f"({stats.conversions} conversions, {stats.unroutable} unroutable) in {stats.elapsed_s:.1f} s"
     )
     if stats.too_large:

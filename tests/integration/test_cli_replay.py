@@ -26,3 +26,27 @@ def test_replay_without_broker_explains(tmp_path: Path, monkeypatch: pytest.Monk
 
     assert f"no Kafka broker reachable at 127.0.0.1:{port}" in str(raised.value)
     assert "ROITRACK_KAFKA_BOOTSTRAP" in str(raised.value)
+
+
+def test_replay_counts_definitions_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kafka_bootstrap: str,
+) -> None:
+    """The summary line names the campaign definitions apart from the file's events."""
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"type": "click", "event_id": "e1", "event_time": "2026-11-02T09:00:00Z", "user_id": "u1", '
+        '"campaign_id": "alpha", "channel": "instagram"}\n'
+    )
+    campaigns = tmp_path / "campaigns.toml"
+    campaigns.write_text(
+        'currency = "EUR"\n\n[[campaigns]]\ncampaign_id = "alpha"\nname = "Alpha"\nchannel = "instagram"\n'
+        'margin = "0.40"\nstart = 2026-11-02T00:00:00Z\nend = 2026-11-16T00:00:00Z\nspend = "100.00"\n'
+    )
+    monkeypatch.setenv("ROITRACK_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("ROITRACK_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+
+    assert main(["replay", str(events), "--campaigns", str(campaigns)]) == 0
+
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    # The campaign and its spend are two definitions.
+    assert line.startswith("replayed 2 campaign definition(s) from campaigns.toml, then 1 events from events.jsonl in 3 messages"), line
