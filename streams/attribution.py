@@ -259,7 +259,7 @@ class AttributionProcessor:
         untagged Redis keys (the first share of a referral code registers it),
         so running them concurrently would make a same-batch result depend on
         timing. A partition's records are applied in runs of at most
-        ``ROITRACK_BATCH_MAX_PARTITION_BYTES``, in offset order.
+        ``ROITRACK_BATCH_MAX_PARTITION_BYTES``, in batch order.
         """
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
@@ -267,7 +267,7 @@ class AttributionProcessor:
         for partition, partition_records in sorted(by_partition.items()):
             for run in split_by_bytes(partition_records, self.settings.batch_max_partition_bytes):
                 if not await self._process_partition(partition, run):
-                    break  # nothing more applies to this partition until it is reloaded or read again
+                    break  # the partition reloads or reads again first, so its later runs come again
 
     async def _process_partition(self, partition: int, records: Sequence[Record]) -> bool:
         """Apply one run of a partition's records; return False when it was not applied."""

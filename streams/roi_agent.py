@@ -141,7 +141,7 @@ class RoiProcessor:
         for partition, partition_records in sorted(by_partition.items()):
             for run in split_by_bytes(partition_records, self.settings.batch_max_partition_bytes):
                 if not await self._process_run(partition, run):
-                    break  # nothing more applies to this partition until it is reloaded or read again
+                    break  # the partition reloads or reads again first, so its later runs come again
         await self.emit_due()
 
     async def _process_run(self, partition: int, records: Sequence[Record]) -> bool:
