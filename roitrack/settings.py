@@ -246,6 +246,28 @@ class Settings(BaseSettings):
     collector_max_batch_events: int = Field(
         1000, ge=1, description="Most events one batch request may carry."
     )
+    collector_pack_within_s: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description=(
+            "Longest time the collector holds an accepted event to send it in one Kafka message with the other "
+            "events bound for the same topic partition. Each request waits this long at most, plus the broker's "
+            "acknowledgement. 0 sends every event as a message of its own."
+        ),
+    )
+    collector_pack_max_events: int = Field(
+        500, ge=1, le=100_000, description="Most events the collector packs into one Kafka message."
+    )
+    collector_pack_max_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=900 * 1024,
+        description=(
+            "Largest packed Kafka message value the collector sends, in bytes; a larger event goes out on its own. "
+            "Keep it under the broker's message.max.bytes."
+        ),
+    )
     collector_redirect_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description=(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -19,6 +19,7 @@ from roitrack.collector.batch import handle_batch, json_response
 from roitrack.collector.browser import handle_pixel, handle_redirect
 from roitrack.collector.ingest import CollectorStats, Ingestor, RecentIds
 from roitrack.collector.keys import INGESTOR_KEY, SETTINGS_KEY, STATS_KEY
+from roitrack.collector.packer import Packer
 from roitrack.connections import aiokafka_config
 from roitrack.settings import Settings
 
@@ -33,6 +34,7 @@ PRODUCER_REQUEST_TIMEOUT_MS = 10_000
 #: Small, so a lone pixel hit waits little for batching.
 PRODUCER_LINGER_MS = 5
 _PRODUCER_KEY = web.AppKey("roitrack_collector_producer", AIOKafkaProducer)
+_PACKER_KEY = web.AppKey("roitrack_collector_packer", Packer)
 
 
 class PathAccessLogger(AbstractAccessLogger):
@@ -74,8 +76,9 @@ async def handle_health(request: web.Request) -> web.Response:
 class CollectorStatsMetrics(Collector):
     """Exposes the collector's counters per endpoint and status to Prometheus, read at each scrape."""
 
-    def __init__(self, stats: CollectorStats) -> None:
+    def __init__(self, stats: CollectorStats, packer_of: Callable[[], Packer | None]) -> None:
         self.stats = stats
+        self.packer_of = packer_of
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
@@ -87,6 +90,18 @@ class CollectorStatsMetrics(Collector):
         for (endpoint, status), count in sorted(self.stats.counts.items()):
             family.add_metric([endpoint, status], count)
         yield family
+        packer = self.packer_of()
+        if packer is not None:
+            yield CounterMetricFamily(
+                "roitrack_collector_kafka_messages",
+                "Kafka messages the collector handed to its producer, dead letters included.",
+                value=packer.messages,
+            )
+            yield CounterMetricFamily(
+                "roitrack_collector_kafka_message_events",
+                "Events in those messages; divided by the messages, it is the events per message that packing reached.",
+                value=packer.events,
+            )
 
 
 _METRICS_REGISTRY_KEY = web.AppKey("roitrack_collector_metrics", CollectorRegistry)
@@ -119,8 +134,19 @@ async def _start_producer(app: web.Application) -> None:
     )
     await producer.start()
     app[_PRODUCER_KEY] = producer
-    app[INGESTOR_KEY] = Ingestor(settings, producer, app[STATS_KEY], RecentIds())
-    log.info("collector producer connected to %s", settings.kafka_bootstrap)
+    packer = Packer(
+        producer,
+        within_s=settings.collector_pack_within_s,
+        max_events=settings.collector_pack_max_events,
+        max_bytes=settings.collector_pack_max_bytes,
+    )
+    packer.start()
+    app[_PACKER_KEY] = packer
+    app[INGESTOR_KEY] = Ingestor(settings, packer, app[STATS_KEY], RecentIds())
+    log.info(
+        "collector producer connected to %s; packing events per partition within %.3f s",
+        settings.kafka_bootstrap, settings.collector_pack_within_s,
+    )
     if not settings.collector_tokens:
         log.warning("ROITRACK_COLLECTOR_TOKENS is empty, so POST /v1/events rejects every request with 401")
     if not settings.collector_redirect_hosts:
@@ -128,6 +154,10 @@ async def _start_producer(app: web.Application) -> None:
 
 
 async def _stop_producer(app: web.Application) -> None:
+    packer = app.get(_PACKER_KEY)
+    if packer is not None:
+        # The open packs go to the producer first, and its stop sends and awaits them.
+        await packer.stop()
     producer = app.get(_PRODUCER_KEY)
     if producer is not None:
         await producer.stop()
@@ -141,7 +171,7 @@ def create_collector_app(settings: Settings) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[STATS_KEY] = CollectorStats()
     registry = CollectorRegistry()
-    registry.register(CollectorStatsMetrics(app[STATS_KEY]))
+    registry.register(CollectorStatsMetrics(app[STATS_KEY], lambda: app.get(_PACKER_KEY)))
     app[_METRICS_REGISTRY_KEY] = registry
     app.router.add_get("/p.gif", handle_pixel, allow_head=False)
     app.router.add_get("/r", handle_redirect, allow_head=False)

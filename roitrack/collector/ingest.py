@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 from aiokafka.errors import KafkaError
 
+from roitrack.collector.packer import Packer
 from roitrack.settings import Settings
 from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel
 from schemas.decode import Rejected, validate_event
@@ -148,6 +149,8 @@ class _Message:
     key: bytes
     value: bytes
     dedup_key: str | None
+    #: Events for the worker's input topics are packed; dead letters go out one per message.
+    packable: bool
 
 
 def event_id_of(event: StrictModel) -> str:
@@ -269,9 +272,9 @@ def _dead_letter_key(item: object) -> bytes:
 class Ingestor:
     """Validates, filters and produces the events of one request."""
 
-    def __init__(self, settings: Settings, producer: Any, stats: CollectorStats, recent: RecentIds) -> None:
+    def __init__(self, settings: Settings, packer: Packer, stats: CollectorStats, recent: RecentIds) -> None:
         self.settings = settings
-        self.producer = producer
+        self.packer = packer
         self.stats = stats
         self.recent = recent
         self.produce_warning = RateLimitedWarning(log)
@@ -325,7 +328,7 @@ class Ingestor:
         topic, key = route_event(self.settings, result)
         value = orjson.dumps(result.model_dump(mode="json", exclude_none=True))
         log.debug("collector %s: event %s accepted for %s", endpoint, event_id, topic)
-        return Outcome(index, event_id, "accepted"), _Message(topic, key.encode(), value, dedup_key)
+        return Outcome(index, event_id, "accepted"), _Message(topic, key.encode(), value, dedup_key, packable=True)
 
     def _dead_letter(
         self, endpoint: str, index: int | None, item: object, reason: str, errors: Sequence[FieldError]
@@ -341,17 +344,19 @@ class Ingestor:
             raw=scrubbed_payload(item),
             event_index=index,
         )
-        return _Message(outgoing.topic, outgoing.key.encode(), orjson.dumps(outgoing.value), None)
+        return _Message(
+            outgoing.topic, outgoing.key.encode(), orjson.dumps(outgoing.value), None, packable=False
+        )
 
     async def _produce(self, endpoint: str, messages: Sequence[_Message]) -> None:
-        """Send the messages in order and wait until the broker acknowledged each."""
+        """Send the messages in order, packed per partition, and wait until the broker acknowledged each."""
         if not messages:
             return
         pending: list[tuple[_Message, asyncio.Future[Any]]] = []
         failure: BaseException | None = None
         try:
             for message in messages:
-                future = await self.producer.send(message.topic, value=message.value, key=message.key)
+                future = await self.packer.send(message.topic, message.key, message.value, packable=message.packable)
                 pending.append((message, future))
         except KafkaError as exc:
             failure = exc

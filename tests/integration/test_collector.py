@@ -71,6 +71,9 @@ def settings(kafka_bootstrap: str) -> Iterator[Settings]:
         collector_redirect_hosts=ALLOWED_HOSTS,
         collector_max_body_bytes=MAX_BODY_BYTES,
         collector_max_batch_events=MAX_BATCH_EVENTS,
+        # One message per event, so the tests can check each event's key and partition;
+        # tests/integration/test_collector_packing.py covers packing.
+        collector_pack_within_s=0,
     )
     create_topics(collector_settings, kafka_bootstrap)
     yield collector_settings
@@ -349,7 +352,7 @@ def test_invalid_pixel_returns_gif_and_dead_letter(settings: Settings) -> None:
 def test_pixel_returns_gif_when_broker_fails(settings: Settings) -> None:
     async def scenario() -> tuple[int, bytes, dict[str, dict[str, int]]]:
         async with running_collector(settings) as (app, base), client() as session:
-            await app[INGESTOR_KEY].producer.stop()
+            await app[INGESTOR_KEY].packer.producer.stop()
             async with session.get(f"{base}/p.gif?cid={unique('camp')}&ch=instagram") as response:
                 return response.status, await response.read(), app[STATS_KEY].as_dict()
 

@@ -1,0 +1,186 @@
+"""Pack the collector's events bound for one topic partition into one Kafka message.
+
+The worker's cost is mostly per Kafka message (Faust's share is about 86 µs per
+message), and a message may carry a JSON array of events. So the collector
+holds an accepted event for up to ``collector_pack_within_s`` and sends the
+events that arrived for the same topic partition in that time as one array,
+from every request that is open at once. A pack is sent as soon as it holds
+``collector_pack_max_events`` events or would pass ``collector_pack_max_bytes``.
+
+The partition is the one Kafka's default partitioner picks for the event's key
+(``streams.state.partition_for_key``, with the topic's partition count from the
+producer's metadata), so an event lands where it would have landed on its own,
+and a packed message's key is its first event's key. One task hands packs to
+the producer in the order they were closed, which keeps each partition's events
+in the order the collector accepted them. Each event's sender gets a future
+that resolves when the broker acknowledged the message that holds it.
+
+With ``collector_pack_within_s`` 0 every event is a message of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.state import partition_for_key
+
+log = logging.getLogger(__name__)
+
+#: Extra bytes of a JSON array around its items: the two brackets.
+_ARRAY_BYTES = 2
+
+
+@dataclass(slots=True)
+class _Pack:
+    """Events bound for one topic partition, sent as one message once closed."""
+
+    topic: str
+    partition: int | None
+    key: bytes
+    values: list[bytes] = field(default_factory=list)
+    size: int = _ARRAY_BYTES
+    acked: asyncio.Future[Any] = field(default_factory=lambda: _new_acknowledgement())
+    timer: asyncio.TimerHandle | None = None
+    #: False for an event that goes out on its own. A pack that closed with one event is sent unwrapped too.
+    packed: bool = True
+
+    def value(self) -> bytes:
+        if not self.packed or len(self.values) == 1:
+            return self.values[0]
+        return b"[" + b",".join(self.values) + b"]"
+
+
+class Packer:
+    """Packs events per topic partition and hands the messages to an aiokafka producer in order."""
+
+    def __init__(self, producer: Any, *, within_s: float, max_events: int, max_bytes: int) -> None:
+        if within_s < 0:
+            raise ValueError(f"within_s must be 0 or more, got {within_s}")
+        if max_events < 1:
+            raise ValueError(f"max_events must be at least 1, got {max_events}")
+        self.producer = producer
+        self.within_s = within_s
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._open: dict[tuple[str, int], _Pack] = {}
+        self._closed: asyncio.Queue[_Pack | None] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        #: Messages handed to the producer, and events in them, since start.
+        self.messages = 0
+        self.events = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.within_s > 0
+
+    def start(self) -> None:
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_closed(), name="roitrack-collector-packer")
+
+    async def stop(self) -> None:
+        """Send the open packs, wait until the producer has them, and stop the sending task."""
+        self.close_all()
+        if self._sender is None:
+            return
+        self._closed.put_nowait(None)
+        await self._sender
+        self._sender = None
+
+    async def send(self, topic: str, key: bytes, value: bytes, *, packable: bool = True) -> asyncio.Future[Any]:
+        """Queue one event's JSON value and return a future for the acknowledgement of its message.
+
+        An event that is not ``packable``, or larger than a pack may be, goes out
+        as a message of its own, after the open pack of its partition so that
+        the partition keeps the order. Raises KafkaError when the producer
+        cannot read the topic's metadata.
+        """
+        self.start()
+        if not self.enabled or not packable:
+            return self._close(_Pack(topic, None, key, [value], packed=False))
+        partition = partition_for_key(key, await self._partition_count(topic))
+        slot = (topic, partition)
+        pack = self._open.get(slot)
+        added = len(value) + 1
+        if _ARRAY_BYTES + added > self.max_bytes:
+            if pack is not None:
+                self._close_open(slot)
+            return self._close(_Pack(topic, partition, key, [value], packed=False))
+        if pack is not None and pack.size + added > self.max_bytes:
+            self._close_open(slot)
+            pack = None
+        if pack is None:
+            pack = _Pack(topic, partition, key)
+            pack.timer = asyncio.get_running_loop().call_later(self.within_s, self._close_if_open, slot, pack)
+            self._open[slot] = pack
+        pack.values.append(value)
+        pack.size += added
+        if len(pack.values) >= self.max_events:
+            self._close_open(slot)
+        return pack.acked
+
+    def close_all(self) -> None:
+        """Close every open pack now."""
+        for slot in list(self._open):
+            self._close_open(slot)
+
+    async def _partition_count(self, topic: str) -> int:
+        # The producer's metadata, refreshed as the producer refreshes it; known topics need no request.
+        return len(await self.producer.partitions_for(topic))
+
+    def _close_if_open(self, slot: tuple[str, int], pack: _Pack) -> None:
+        if self._open.get(slot) is pack:
+            self._close_open(slot)
+
+    def _close_open(self, slot: tuple[str, int]) -> None:
+        pack = self._open.pop(slot)
+        if pack.timer is not None:
+            pack.timer.cancel()
+        self._close(pack)
+
+    def _close(self, pack: _Pack) -> asyncio.Future[Any]:
+        self._closed.put_nowait(pack)
+        return pack.acked
+
+    async def _send_closed(self) -> None:
+        while True:
+            pack = await self._closed.get()
+            if pack is None:
+                return
+            try:
+                delivery = await self.producer.send(pack.topic, value=pack.value(), key=pack.key, partition=pack.partition)
+            except asyncio.CancelledError:
+                pack.acked.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure belongs to the pack's senders
+                if not pack.acked.done():
+                    pack.acked.set_exception(exc)
+                continue
+            self.messages += 1
+            self.events += len(pack.values)
+            delivery.add_done_callback(lambda done, acked=pack.acked: _copy_result(done, acked))
+
+
+def _new_acknowledgement() -> asyncio.Future[Any]:
+    acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    # Marks a failure as seen, so asyncio logs no warning when every request of the pack went away.
+    acked.add_done_callback(_retrieve)
+    return acked
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _copy_result(done: asyncio.Future[Any], acked: asyncio.Future[Any]) -> None:
+    if acked.done():
+        return
+    if done.cancelled():
+        acked.cancel()
+    elif (error := done.exception()) is not None:
+        acked.set_exception(error)
+    else:
+        acked.set_result(done.result())

@@ -1,0 +1,235 @@
+"""The collector's Packer against a recording producer: bounds, order, timers and failures.
+
+tests/integration/test_collector_packing.py runs it against the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from roitrack.collector.packer import Packer
+from streams.state import partition_for_key
+
+T = TypeVar("T")
+PARTITIONS = 4
+TOPIC = "touchpoints"
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int | None
+
+    def events(self) -> list[dict[str, Any]]:
+        decoded = orjson.loads(self.value)
+        return decoded if isinstance(decoded, list) else [decoded]
+
+
+@dataclass
+class RecordingProducer:
+    """Records every message; its deliveries resolve at once unless told to fail."""
+
+    sent: list[Sent] = field(default_factory=list)
+    fail_send: BaseException | None = None
+    fail_delivery: BaseException | None = None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(PARTITIONS))
+
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int | None = None) -> asyncio.Future[Any]:
+        if self.fail_send is not None:
+            raise self.fail_send
+        self.sent.append(Sent(topic, key, value, partition))
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.fail_delivery is not None:
+            delivery.set_exception(self.fail_delivery)
+        else:
+            delivery.set_result(len(self.sent))
+        return delivery
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
+
+
+def event(person: str, number: int, pad: int = 0) -> bytes:
+    return orjson.dumps({"user_id": person, "n": number, "pad": "x" * pad})
+
+
+def people_on(partition: int, count: int) -> list[str]:
+    """Return ``count`` person ids whose key hashes to ``partition``."""
+    found: list[str] = []
+    candidate = 0
+    while len(found) < count:
+        person = f"person-{candidate}"
+        if partition_for_key(person.encode(), PARTITIONS) == partition:
+            found.append(person)
+        candidate += 1
+    return found
+
+
+def test_events_within_the_wait_share_one_message_per_partition() -> None:
+    producer = RecordingProducer()
+
+    async def scenario() -> list[Any]:
+        packer = Packer(producer, within_s=0.05, max_events=100, max_bytes=64 * 1024)
+        futures = []
+        for number in range(40):
+            person = f"person-{number % 8}"
+            futures.append(await packer.send(TOPIC, person.encode(), event(person, number)))
+        results = await asyncio.gather(*futures)
+        await packer.stop()
+        return results
+
+    results = run(scenario)
+
+    partitions = {partition_for_key(f"person-{n}".encode(), PARTITIONS) for n in range(8)}
+    assert len(producer.sent) == len(partitions), "one message per partition that received events"
+    assert all(isinstance(result, int) for result in results)
+    seen = []
+    for message in producer.sent:
+        assert message.partition is not None
+        assert partition_for_key(message.key, PARTITIONS) == message.partition
+        for item in message.events():
+            assert partition_for_key(item["user_id"].encode(), PARTITIONS) == message.partition
+            seen.append(item["n"])
+    assert sorted(seen) == list(range(40))
+
+
+def test_order_per_person_is_kept_across_packs() -> None:
+    producer = RecordingProducer()
+    people = people_on(1, 3)
+
+    async def scenario() -> None:
+        packer = Packer(producer, within_s=0.05, max_events=4, max_bytes=64 * 1024)
+        futures = []
+        for number in range(30):
+            person = people[number % 3]
+            futures.append(await packer.send(TOPIC, person.encode(), event(person, number)))
+            if number % 7 == 0:
+                await asyncio.sleep(0)
+        await asyncio.gather(*futures)
+        await packer.stop()
+
+    run(scenario)
+
+    assert all(len(message.events()) <= 4 for message in producer.sent)
+    assert len(producer.sent) == 8
+    numbers = [item["n"] for message in producer.sent for item in message.events()]
+    assert numbers == list(range(30))
+
+
+def test_byte_bound_and_large_event_alone_after_the_open_pack() -> None:
+    producer = RecordingProducer()
+    person = people_on(2, 1)[0]
+    max_bytes = 1024
+
+    async def scenario() -> None:
+        packer = Packer(producer, within_s=0.05, max_events=1000, max_bytes=max_bytes)
+        futures = [await packer.send(TOPIC, person.encode(), event(person, number, pad=200)) for number in range(10)]
+        futures.append(await packer.send(TOPIC, person.encode(), event(person, 10, pad=2000)))
+        futures.append(await packer.send(TOPIC, person.encode(), event(person, 11)))
+        await asyncio.gather(*futures)
+        await packer.stop()
+
+    run(scenario)
+
+    large = [message for message in producer.sent if len(message.value) > max_bytes]
+    assert len(large) == 1 and large[0].value.startswith(b"{"), "an event over the bound goes out on its own, unwrapped"
+    assert large[0].partition == 2
+    assert all(len(message.value) <= max_bytes for message in producer.sent if message is not large[0])
+    numbers = [item["n"] for message in producer.sent for item in message.events()]
+    assert numbers == list(range(12))
+
+
+def test_timer_closes_a_pack_without_more_events() -> None:
+    producer = RecordingProducer()
+
+    async def scenario() -> float:
+        packer = Packer(producer, within_s=0.02, max_events=100, max_bytes=64 * 1024)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        future = await packer.send(TOPIC, b"alone", event("alone", 1))
+        await future
+        waited = loop.time() - started
+        await packer.stop()
+        return waited
+
+    waited = run(scenario)
+
+    assert 0.015 <= waited < 1.0
+    assert len(producer.sent) == 1
+    assert producer.sent[0].value == event("alone", 1), "a pack of one event is sent unwrapped"
+
+
+def test_disabled_and_unpackable_events_go_out_alone_in_order() -> None:
+    producer = RecordingProducer()
+
+    async def scenario() -> None:
+        packer = Packer(producer, within_s=0, max_events=100, max_bytes=64 * 1024)
+        futures = [await packer.send(TOPIC, b"p", event("p", number)) for number in range(5)]
+        futures.append(await packer.send("dead-letters", b"p", b'{"reason":"x"}', packable=False))
+        await asyncio.gather(*futures)
+        await packer.stop()
+
+    run(scenario)
+
+    assert [message.partition for message in producer.sent] == [None] * 6, "the producer's partitioner picks"
+    assert [message.value for message in producer.sent[:5]] == [event("p", number) for number in range(5)]
+    assert producer.sent[5].topic == "dead-letters"
+
+
+def test_stop_sends_the_open_packs() -> None:
+    producer = RecordingProducer()
+
+    async def scenario() -> list[Any]:
+        packer = Packer(producer, within_s=30, max_events=100, max_bytes=64 * 1024)
+        futures = [await packer.send(TOPIC, f"p{n}".encode(), event(f"p{n}", n)) for n in range(6)]
+        assert producer.sent == []
+        await packer.stop()
+        return list(await asyncio.gather(*futures))
+
+    results = run(scenario)
+
+    assert len(results) == 6
+    assert sorted(item["n"] for message in producer.sent for item in message.events()) == list(range(6))
+
+
+@pytest.mark.parametrize("where", ["send", "delivery"])
+def test_a_failure_reaches_every_event_of_the_pack(where: str) -> None:
+    error = KafkaTimeoutError("broker gone")
+    producer = RecordingProducer(**{f"fail_{where}": error})
+    person = people_on(0, 1)[0]
+
+    async def scenario() -> list[Any]:
+        packer = Packer(producer, within_s=0.01, max_events=100, max_bytes=64 * 1024)
+        futures = [await packer.send(TOPIC, person.encode(), event(person, n)) for n in range(3)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        # The packer keeps going after a failure.
+        producer.fail_send = producer.fail_delivery = None
+        after = await packer.send(TOPIC, person.encode(), event(person, 3))
+        results.append(await after)
+        await packer.stop()
+        return results
+
+    results = run(scenario)
+
+    assert results[:3] == [error] * 3
+    assert not isinstance(results[3], BaseException)
+    assert producer.sent[-1].events() == [{"user_id": person, "n": 3, "pad": ""}]
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="within_s"):
+        Packer(RecordingProducer(), within_s=-1, max_events=1, max_bytes=1024)
+    with pytest.raises(ValueError, match="max_events"):
+        Packer(RecordingProducer(), within_s=0.01, max_events=0, max_bytes=1024)
