@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # Extra options of `make bench`, for example BENCH_ARGS="--repeats 5".
 BENCH_ARGS ?=
 
-.PHONY: venv demo test lint test-faults test-fuzz bench
+.PHONY: venv demo test lint test-faults test-fuzz bench bench-collector
 
 venv: $(INSTALL_STAMP)
 
@@ -47,3 +47,8 @@ $(BENCH_STAMP): $(INSTALL_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
+
+# The collector's packing windows: HTTP requests, Kafka messages and the worker's
+# rate on what the collector wrote (about 2 minutes); results go to artifacts/bench-collector/.
+bench-collector: $(BENCH_STAMP)
+	$(VENV_PYTHON) -m bench.collector $(BENCH_ARGS)

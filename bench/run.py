@@ -160,37 +160,50 @@ def machine_info(redis_url: str) -> dict[str, Any]:
     }
 
 
+def open_harness(stack: ExitStack, out_dir: Path, kafka_bootstrap: str, redis_url: str) -> Harness:
+    """Start the services a run needs unless given, register their stops on ``stack``, and return the harness.
+
+    Without ``kafka_bootstrap`` it starts an embedded tansu broker, and without
+    ``redis_url`` a dedicated redis-server, both on loopback ports.
+    """
+    service_pids: dict[str, list[int]] = {}
+    overrides: dict[str, Any] = {}
+    bootstrap = kafka_bootstrap
+    if not bootstrap:
+        broker = EmbeddedBroker()
+        bootstrap = broker.start()
+        stack.callback(broker.stop)
+        overrides.update(_PLAINTEXT)
+        service_pids["tansu"] = [broker.pid]
+        progress(f"started tansu at {bootstrap}")
+    url = redis_url
+    if not url:
+        dedicated = DedicatedRedis()
+        url = dedicated.start()
+        stack.callback(dedicated.stop)
+        if dedicated.pid is not None:
+            service_pids["redis"] = [dedicated.pid]
+        progress(f"started a dedicated redis-server at {url}")
+    # A group join on tansu takes about half the session timeout, as in `roitrack demo`.
+    base = load_settings(kafka_bootstrap=bootstrap, redis_url=url, consumer_session_timeout_s=6.0,
+                         consumer_heartbeat_s=1.0, redis_cluster=False, redis_ssl_cafile="", **overrides)
+    work_dir = out_dir / f"work-{time.strftime('%Y%m%d-%H%M%S')}"
+    work_dir.mkdir(parents=True)
+    harness = Harness(base, work_dir, service_pids, redis_dedicated=not redis_url)
+    if kafka_bootstrap:
+        # The embedded broker keeps topics in memory only; on a given broker, delete the run's topics.
+        stack.callback(delete_topics, base, harness.run_id)
+    return harness
+
+
 def run(options: Options) -> dict[str, Any]:
     options.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_at_start": load_average()}
     with ExitStack() as stack:
-        service_pids: dict[str, list[int]] = {}
-        bootstrap = options.kafka_bootstrap
-        overrides: dict[str, Any] = {}
-        if not bootstrap:
-            broker = EmbeddedBroker()
-            bootstrap = broker.start()
-            stack.callback(broker.stop)
-            overrides.update(_PLAINTEXT)
-            service_pids["tansu"] = [broker.pid]
-            progress(f"started tansu at {bootstrap}")
-        redis_url = options.redis_url
-        if not redis_url:
-            dedicated = DedicatedRedis()
-            redis_url = dedicated.start()
-            stack.callback(dedicated.stop)
-            if dedicated.pid is not None:
-                service_pids["redis"] = [dedicated.pid]
-            progress(f"started a dedicated redis-server at {redis_url}")
-        # A group join on tansu takes about half the session timeout, as in `roitrack demo`.
-        base = load_settings(kafka_bootstrap=bootstrap, redis_url=redis_url, consumer_session_timeout_s=6.0,
-                             consumer_heartbeat_s=1.0, redis_cluster=False, redis_ssl_cafile="", **overrides)
-        work_dir = options.out_dir / f"work-{time.strftime('%Y%m%d-%H%M%S')}"
-        work_dir.mkdir(parents=True)
-        harness = Harness(base, work_dir, service_pids, redis_dedicated=not options.redis_url)
-        if options.kafka_bootstrap:
-            # The embedded broker keeps topics in memory only; on a given broker, delete the run's topics.
-            stack.callback(delete_topics, base, harness.run_id)
+        harness = open_harness(stack, options.out_dir, options.kafka_bootstrap, options.redis_url)
+        work_dir = harness.work_dir
+        redis_url = harness.base.redis_url
+        base = harness.base
         results["run_id"] = harness.run_id
         results["machine"] = machine_info(redis_url)
         results["options"] = {name: str(value) if isinstance(value, Path) else value

@@ -34,6 +34,7 @@ from schemas.events import (
     Deal,
     FollowerSnapshot,
     Impressions,
+    Purchase,
     Spend,
 )
 from schemas.outputs import FieldError
@@ -151,6 +152,8 @@ class _Message:
     dedup_key: str | None
     #: Events for the worker's input topics are packed; dead letters go out one per message.
     packable: bool
+    #: A deal purchase, which is sent without waiting for more events (roitrack.collector.packer).
+    urgent: bool = False
 
 
 def event_id_of(event: StrictModel) -> str:
@@ -328,7 +331,9 @@ class Ingestor:
         topic, key = route_event(self.settings, result)
         value = orjson.dumps(result.model_dump(mode="json", exclude_none=True))
         log.debug("collector %s: event %s accepted for %s", endpoint, event_id, topic)
-        return Outcome(index, event_id, "accepted"), _Message(topic, key.encode(), value, dedup_key, packable=True)
+        return Outcome(index, event_id, "accepted"), _Message(
+            topic, key.encode(), value, dedup_key, packable=True, urgent=isinstance(result, Purchase) and result.deal_id is not None
+        )
 
     def _dead_letter(
         self, endpoint: str, index: int | None, item: object, reason: str, errors: Sequence[FieldError]
@@ -356,7 +361,9 @@ class Ingestor:
         failure: BaseException | None = None
         try:
             for message in messages:
-                future = await self.packer.send(message.topic, message.key, message.value, packable=message.packable)
+                future = await self.packer.send(
+                    message.topic, message.key, message.value, packable=message.packable, urgent=message.urgent
+                )
                 pending.append((message, future))
         except KafkaError as exc:
             failure = exc

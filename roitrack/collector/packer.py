@@ -89,13 +89,18 @@ class Packer:
         await self._sender
         self._sender = None
 
-    async def send(self, topic: str, key: bytes, value: bytes, *, packable: bool = True) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, key: bytes, value: bytes, *, packable: bool = True, urgent: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue one event's JSON value and return a future for the acknowledgement of its message.
 
         An event that is not ``packable``, or larger than a pack may be, goes out
         as a message of its own, after the open pack of its partition so that
-        the partition keeps the order. Raises KafkaError when the producer
-        cannot read the topic's metadata.
+        the partition keeps the order. An ``urgent`` event closes its pack at
+        once, after the open packs of the same partition number in the other
+        topics: a deal purchase goes out with the touchpoints before it, as
+        docs/architecture.md asks of producers that pack. Raises KafkaError
+        when the producer cannot read the topic's metadata.
         """
         self.start()
         if not self.enabled or not packable:
@@ -117,7 +122,11 @@ class Packer:
             self._open[slot] = pack
         pack.values.append(value)
         pack.size += added
-        if len(pack.values) >= self.max_events:
+        if urgent:
+            for other in [open_slot for open_slot in self._open if open_slot[1] == partition and open_slot != slot]:
+                self._close_open(other)
+            self._close_open(slot)
+        elif len(pack.values) >= self.max_events:
             self._close_open(slot)
         return pack.acked
 

@@ -233,3 +233,28 @@ def test_settings_are_checked() -> None:
         Packer(RecordingProducer(), within_s=-1, max_events=1, max_bytes=1024)
     with pytest.raises(ValueError, match="max_events"):
         Packer(RecordingProducer(), within_s=0.01, max_events=0, max_bytes=1024)
+
+
+def test_urgent_event_goes_out_at_once_after_its_partitions_touchpoints() -> None:
+    producer = RecordingProducer()
+    person, other = people_on(3, 2)
+    elsewhere = people_on(0, 1)[0]
+
+    async def scenario() -> float:
+        packer = Packer(producer, within_s=30, max_events=100, max_bytes=64 * 1024)
+        loop = asyncio.get_running_loop()
+        await packer.send(TOPIC, person.encode(), event(person, 1))
+        await packer.send(TOPIC, elsewhere.encode(), event(elsewhere, 2))
+        await packer.send("conversions", other.encode(), event(other, 3))
+        started = loop.time()
+        await (await packer.send("conversions", person.encode(), event(person, 4), urgent=True))
+        waited = loop.time() - started
+        assert [(message.topic, [item["n"] for item in message.events()]) for message in producer.sent] == [
+            (TOPIC, [1]),
+            ("conversions", [3, 4]),
+        ], "the partition's touchpoints first, then the purchase's pack; other partitions keep waiting"
+        await packer.stop()
+        return waited
+
+    assert run(scenario) < 5
+    assert [item["n"] for item in producer.sent[-1].events()] == [2]
