@@ -9,8 +9,8 @@ time and how many Kafka messages the events took. Then a roitrack worker drains
 the topics the collector wrote, measured as ``make bench`` measures its backlog
 runs, so the figures show what packing saves the worker.
 
-The HTTP client runs in this process on the same cores, so the request rate is
-the client's as much as the collector's; every window gets the same client.
+The HTTP client runs in this process on the same cores, so it limits the
+request rate as much as the collector does. Every window gets the same client.
 Results go to ``--out`` (default artifacts/bench-collector) as results.json,
 and a table is printed. docs/benchmarks.md has the method and a run.
 """
@@ -36,6 +36,7 @@ from bench.scenarios import BACKLOG_END_BEFORE_NOW_S, Harness, Inputs, RunFailed
 from bench.services import Child
 from bench.workload import Workload, backlog_events, plan_workload
 from roitrack.embedded import free_port
+from roitrack.settings import Settings
 from roitrack.topics import create_topics
 
 DEFAULT_WINDOWS = (0.0, 0.005, 0.02)
@@ -119,7 +120,7 @@ def _wait_healthy(child: Child, base: str) -> None:
             pass
         if not child.running or time.monotonic() > deadline:
             child.stop()
-            raise RunFailed(f"the collector did not answer /healthz within {_START_TIMEOUT_S:.0f} s; log:\n{child.log_tail()}")
+            raise RunFailed(f"the collector did not respond to /healthz within {_START_TIMEOUT_S:.0f} s; log:\n{child.log_tail()}")
         time.sleep(0.1)
 
 
@@ -130,6 +131,14 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def run_window(harness: Harness, workload: Workload, window: float, options: argparse.Namespace) -> dict[str, Any]:
     """Send the workload through a collector with one packing window, then drain it with a worker."""
+    settings, figures = _collect(harness, workload, window, options.concurrency)
+    if not options.no_worker:
+        figures["worker"] = _drain(harness, workload, settings, figures, options.timeout)
+    return figures
+
+
+def _collect(harness: Harness, workload: Workload, window: float, concurrency: int) -> tuple[Settings, dict[str, Any]]:
+    """Send every event of the workload to a fresh collector as its own request, and measure the requests."""
     token = "bench-" + uuid.uuid4().hex
     port = free_port()
     settings = harness.settings_for(
@@ -140,26 +149,29 @@ def run_window(harness: Harness, workload: Workload, window: float, options: arg
     start_epoch_s = time.time() - BACKLOG_END_BEFORE_NOW_S - workload.span_s
     bodies = [raw for raw, _ in backlog_events(workload, start_epoch_s)]
     base = f"http://127.0.0.1:{port}"
+
     child = Child("roitrack", ["--log-level", "info", "collector"], settings, harness.log_path(settings, "collector"))
     try:
         _wait_healthy(child, base)
         load = load_average()
         cpu = harness.cpu_window({"collector": [child.pid]})
-        latencies, statuses, wall_s = asyncio.run(_send_all(base, token, bodies, options.concurrency))
+        latencies, statuses, wall_s = asyncio.run(_send_all(base, token, bodies, concurrency))
         cpu_figures = cpu.close()
         status, metrics = asyncio.run(_get(f"{base}/metrics"))
         if status != 200:
-            raise RunFailed(f"the collector's /metrics answered {status}")
+            raise RunFailed(f"the collector's /metrics responded with status {status}")
     finally:
         child.stop()
     if statuses != {200: len(bodies)}:
-        raise RunFailed(f"the collector answered {statuses} to {len(bodies)} requests; log:\n{child.log_tail()}")
+        raise RunFailed(f"the collector responded with statuses {statuses} to {len(bodies)} requests; log:\n{child.log_tail()}")
+
     messages = _metric(metrics, "roitrack_collector_kafka_messages")
     events = _metric(metrics, "roitrack_collector_kafka_message_events")
     figures: dict[str, Any] = {
         "pack_within_s": window,
         "requests": len(bodies),
         "requests_per_s": round(len(bodies) / wall_s, 1),
+        "wall_s": round(wall_s, 3),
         "p50_ms": round(_percentile(latencies, 0.5), 2),
         "p99_ms": round(_percentile(latencies, 0.99), 2),
         "kafka_messages": messages,
@@ -173,19 +185,25 @@ def run_window(harness: Harness, workload: Workload, window: float, options: arg
         f"p99 {figures['p99_ms']:.1f} ms, {messages:,} messages ({figures['events_per_message']} events each), "
         f"collector {figures['collector_cpu_us_per_event']:.0f} µs CPU per event"
     )
-    if not options.no_worker:
-        inputs = Inputs(settings.topic_touchpoints, settings.topic_conversions, len(bodies), messages,
-                        workload.purchases, round(wall_s, 3))
-        worker = harness.run_worker(f"drain{int(window * 1000)}ms", inputs, workload, options.timeout)
-        figures["worker"] = {key: worker[key] for key in (
-            "seconds", "events_per_s", "events_per_cpu_s", "messages_per_s", "conversions_attributed",
-            "conversions_unattributed", "matches_expected", "cpu",
-        )}
-        progress(
-            f"  worker drained it at {worker['events_per_s']:,.0f} events/s, {worker['events_per_cpu_s']:,.0f} "
-            f"events per CPU second; conversions as planned: {worker['matches_expected']}"
-        )
-    return figures
+    return settings, figures
+
+
+def _drain(
+    harness: Harness, workload: Workload, settings: Settings, collected: dict[str, Any], timeout_s: float
+) -> dict[str, Any]:
+    """Drain the topics the collector wrote with one worker, as ``make bench`` drains a backlog."""
+    inputs = Inputs(settings.topic_touchpoints, settings.topic_conversions, collected["requests"],
+                    collected["kafka_messages"], workload.purchases, collected["wall_s"])
+    window_ms = int(collected["pack_within_s"] * 1000)
+    worker = harness.run_worker(f"drain{window_ms}ms", inputs, workload, timeout_s)
+    progress(
+        f"  worker drained it at {worker['events_per_s']:,.0f} events/s, {worker['events_per_cpu_s']:,.0f} "
+        f"events per CPU second; conversions as planned: {worker['matches_expected']}"
+    )
+    return {key: worker[key] for key in (
+        "seconds", "events_per_s", "events_per_cpu_s", "messages_per_s", "conversions_attributed",
+        "conversions_unattributed", "matches_expected", "cpu",
+    )}
 
 
 def format_table(windows: list[dict[str, Any]]) -> str:

@@ -202,6 +202,15 @@ class Replayer:
             return
         partition = partition_for_key(routed.key, self._partitions[routed.topic])
         buffer = self._buffers[(routed.topic, partition)]
+        deal_purchase = routed.is_conversion and event.get("deal_id") is not None
+        if deal_purchase:
+            # A deal purchase goes out at once. Held in a buffer that fills slowly while
+            # touchpoints hours later go out, it could arrive after the person partitions'
+            # progress (streams.progress) passed the deal's deadline, and the deal would
+            # expire. The partition's touchpoints go first, so they keep their order before it.
+            touchpoints = self._buffers.get((self.settings.topic_touchpoints, partition))
+            if touchpoints:
+                self._flush_buffer(self.settings.topic_touchpoints, partition, touchpoints)
         if len(routed.value) > self.max_packed_bytes:
             # Sent on its own, after the events buffered before it, so the partition keeps their order.
             self._flush_buffer(routed.topic, partition, buffer)
@@ -212,14 +221,7 @@ class Replayer:
             self._flush_buffer(routed.topic, partition, buffer)
         buffer.append((routed.key, routed.value))
         self._buffered_bytes[(routed.topic, partition)] += len(routed.value) + 1
-        if routed.is_conversion and event.get("deal_id") is not None:
-            # A deal purchase goes out at once. Held in a buffer that fills slowly while
-            # touchpoints hours later go out, it could arrive after the person partitions'
-            # progress (streams.progress) passed the deal's deadline, and the deal would
-            # expire. The partition's touchpoints go first, so they keep their order before it.
-            touchpoints = self._buffers.get((self.settings.topic_touchpoints, partition))
-            if touchpoints:
-                self._flush_buffer(self.settings.topic_touchpoints, partition, touchpoints)
+        if deal_purchase:
             self._flush_buffer(routed.topic, partition, buffer)
         elif len(buffer) >= self.batch_size:
             self._flush_buffer(routed.topic, partition, buffer)

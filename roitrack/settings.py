@@ -257,7 +257,7 @@ class Settings(BaseSettings):
         ),
     )
     collector_pack_max_events: int = Field(
-        500, ge=1, le=100_000, description="Most events the collector packs into one Kafka message."
+        500, ge=1, le=100_000, description="Maximum number of events the collector packs into one Kafka message."
     )
     collector_pack_max_bytes: int = Field(
         256 * 1024,

@@ -94,7 +94,7 @@ class CollectorStatsMetrics(Collector):
         if packer is not None:
             yield CounterMetricFamily(
                 "roitrack_collector_kafka_messages",
-                "Kafka messages the collector handed to its producer, dead letters included.",
+                "Kafka messages the broker acknowledged to the collector, dead letters included.",
                 value=packer.messages,
             )
             yield CounterMetricFamily(
@@ -140,7 +140,6 @@ async def _start_producer(app: web.Application) -> None:
         max_events=settings.collector_pack_max_events,
         max_bytes=settings.collector_pack_max_bytes,
     )
-    packer.start()
     app[_PACKER_KEY] = packer
     app[INGESTOR_KEY] = Ingestor(settings, packer, app[STATS_KEY], RecentIds())
     log.info(

@@ -368,7 +368,9 @@ class Ingestor:
         except KafkaError as exc:
             failure = exc
 
-        results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+        # A pack's future is shared by every request with an event in it, so a request that is
+        # cancelled must not cancel it for the others.
+        results = await asyncio.gather(*(asyncio.shield(future) for _, future in pending), return_exceptions=True)
         failed = 0 if failure is None else len(messages) - len(pending)
         for (message, _), result in zip(pending, results):
             if isinstance(result, BaseException):

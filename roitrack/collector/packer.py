@@ -1,19 +1,21 @@
 """Pack the collector's events bound for one topic partition into one Kafka message.
 
-The worker's cost is mostly per Kafka message (Faust's share is about 86 µs per
-message), and a message may carry a JSON array of events. So the collector
-holds an accepted event for up to ``collector_pack_within_s`` and sends the
-events that arrived for the same topic partition in that time as one array,
-from every request that is open at once. A pack is sent as soon as it holds
-``collector_pack_max_events`` events or would pass ``collector_pack_max_bytes``.
+With one event per message, Faust's cost per message is most of the worker's
+CPU time (docs/benchmarks.md), and a message may carry a JSON array of events.
+So the collector delays an accepted event by up to ``collector_pack_within_s``
+and sends the events that arrived for the same topic partition in that time as
+one array, from every request that is open at once. A pack is sent as soon as
+it contains ``collector_pack_max_events`` events or would pass
+``collector_pack_max_bytes``.
 
 The partition is the one Kafka's default partitioner picks for the event's key
 (``streams.state.partition_for_key``, with the topic's partition count from the
 producer's metadata), so an event lands where it would have landed on its own,
-and a packed message's key is its first event's key. One task hands packs to
-the producer in the order they were closed, which keeps each partition's events
-in the order the collector accepted them. Each event's sender gets a future
-that resolves when the broker acknowledged the message that holds it.
+and a packed message's key is its first event's key. One task per partition
+number hands that partition's packs to the producer in the order they closed,
+which keeps each person's events in the order the collector accepted them.
+Each event's sender gets a future that resolves when the broker acknowledged
+the message that contains it.
 
 With ``collector_pack_within_s`` 0 every event is a message of its own.
 """
@@ -66,9 +68,11 @@ class Packer:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._open: dict[tuple[str, int], _Pack] = {}
-        self._closed: asyncio.Queue[_Pack | None] = asyncio.Queue()
-        self._sender: asyncio.Task[None] | None = None
-        #: Messages handed to the producer, and events in them, since start.
+        # One queue and sending task per lane: a partition number, or a topic for messages without one.
+        # producer.send waits while a partition's buffer is full, so a slow partition stalls only its lane.
+        self._lanes: dict[int | str, asyncio.Queue[_Pack | None]] = {}
+        self._senders: list[asyncio.Task[None]] = []
+        #: Messages the broker acknowledged, and events in them, since start.
         self.messages = 0
         self.events = 0
 
@@ -76,43 +80,43 @@ class Packer:
     def enabled(self) -> bool:
         return self.within_s > 0
 
-    def start(self) -> None:
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send_closed(), name="roitrack-collector-packer")
-
     async def stop(self) -> None:
-        """Send the open packs, wait until the producer has them, and stop the sending task."""
+        """Send the open packs, wait until the producer has every closed pack, and stop the sending tasks."""
         self.close_all()
-        if self._sender is None:
-            return
-        self._closed.put_nowait(None)
-        await self._sender
-        self._sender = None
+        for lane in self._lanes.values():
+            lane.put_nowait(None)
+        await asyncio.gather(*self._senders)
+        self._lanes.clear()
+        self._senders.clear()
 
     async def send(
         self, topic: str, key: bytes, value: bytes, *, packable: bool = True, urgent: bool = False
     ) -> asyncio.Future[Any]:
         """Queue one event's JSON value and return a future for the acknowledgement of its message.
 
-        An event that is not ``packable``, or larger than a pack may be, goes out
-        as a message of its own, after the open pack of its partition so that
-        the partition keeps the order. An ``urgent`` event closes its pack at
-        once, after the open packs of the same partition number in the other
-        topics: a deal purchase goes out with the touchpoints before it, as
-        docs/architecture.md asks of producers that pack. Raises KafkaError
-        when the producer cannot read the topic's metadata.
+        An event that is not ``packable`` goes out as a message of its own, and
+        the producer's partitioner places it. So does an event larger than a
+        pack may be, after the open pack of its partition so that the partition
+        keeps the order. An ``urgent`` event closes its pack at once, after the
+        open packs of the same partition number in the other topics. A deal purchase is
+        urgent, because a purchase kept in a pack while later events go out
+        could reach the deal clock after its deadline (docs/architecture.md,
+        group-buy deals). Raises KafkaError when the producer cannot read the
+        topic's metadata.
         """
-        self.start()
-        if not self.enabled or not packable:
+        if not packable:
             return self._close(_Pack(topic, None, key, [value], packed=False))
         partition = partition_for_key(key, await self._partition_count(topic))
         slot = (topic, partition)
-        pack = self._open.get(slot)
+        if urgent:
+            self._close_other_topics(slot)
         added = len(value) + 1
-        if _ARRAY_BYTES + added > self.max_bytes:
-            if pack is not None:
+        if not self.enabled or _ARRAY_BYTES + added > self.max_bytes:
+            if slot in self._open:
                 self._close_open(slot)
             return self._close(_Pack(topic, partition, key, [value], packed=False))
+
+        pack = self._open.get(slot)
         if pack is not None and pack.size + added > self.max_bytes:
             self._close_open(slot)
             pack = None
@@ -122,11 +126,7 @@ class Packer:
             self._open[slot] = pack
         pack.values.append(value)
         pack.size += added
-        if urgent:
-            for other in [open_slot for open_slot in self._open if open_slot[1] == partition and open_slot != slot]:
-                self._close_open(other)
-            self._close_open(slot)
-        elif len(pack.values) >= self.max_events:
+        if urgent or len(pack.values) >= self.max_events:
             self._close_open(slot)
         return pack.acked
 
@@ -139,6 +139,12 @@ class Packer:
         # The producer's metadata, refreshed as the producer refreshes it; known topics need no request.
         return len(await self.producer.partitions_for(topic))
 
+    def _close_other_topics(self, slot: tuple[str, int]) -> None:
+        """Close the open packs of the slot's partition number in the other topics."""
+        topic, partition = slot
+        for other in [other for other in self._open if other[1] == partition and other[0] != topic]:
+            self._close_open(other)
+
     def _close_if_open(self, slot: tuple[str, int], pack: _Pack) -> None:
         if self._open.get(slot) is pack:
             self._close_open(slot)
@@ -150,16 +156,24 @@ class Packer:
         self._close(pack)
 
     def _close(self, pack: _Pack) -> asyncio.Future[Any]:
-        self._closed.put_nowait(pack)
+        lane_key: int | str = pack.partition if pack.partition is not None else pack.topic
+        lane = self._lanes.get(lane_key)
+        if lane is None:
+            lane = self._lanes[lane_key] = asyncio.Queue()
+            task = asyncio.get_running_loop().create_task(self._send_lane(lane), name=f"roitrack-packer-{lane_key}")
+            self._senders.append(task)
+        lane.put_nowait(pack)
         return pack.acked
 
-    async def _send_closed(self) -> None:
+    async def _send_lane(self, lane: asyncio.Queue[_Pack | None]) -> None:
         while True:
-            pack = await self._closed.get()
+            pack = await lane.get()
             if pack is None:
                 return
             try:
-                delivery = await self.producer.send(pack.topic, value=pack.value(), key=pack.key, partition=pack.partition)
+                delivery = await self.producer.send(
+                    pack.topic, value=pack.value(), key=pack.key, partition=pack.partition
+                )
             except asyncio.CancelledError:
                 pack.acked.cancel()
                 raise
@@ -167,9 +181,13 @@ class Packer:
                 if not pack.acked.done():
                     pack.acked.set_exception(exc)
                 continue
+            delivery.add_done_callback(lambda done, pack=pack: self._delivered(done, pack))
+
+    def _delivered(self, delivery: asyncio.Future[Any], pack: _Pack) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
             self.messages += 1
             self.events += len(pack.values)
-            delivery.add_done_callback(lambda done, acked=pack.acked: _copy_result(done, acked))
+        _copy_result(delivery, pack.acked)
 
 
 def _new_acknowledgement() -> asyncio.Future[Any]:

@@ -47,7 +47,7 @@ async def post_batch(session: Any, base: str, events: list[dict[str, Any]]) -> i
         return int(response.status)
 
 
-def test_concurrent_requests_share_messages_per_partition(kafka_bootstrap: str) -> None:
+def test_concurrent_requests_share_messages(kafka_bootstrap: str) -> None:
     settings = unique_settings(
         kafka_bootstrap,
         "redis://127.0.0.1:1/0",

@@ -14,7 +14,9 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
+from roitrack.collector.ingest import CollectorStats, Ingestor, RecentIds
 from roitrack.collector.packer import Packer
+from roitrack.settings import load_settings
 from streams.state import partition_for_key
 
 T = TypeVar("T")
@@ -36,7 +38,7 @@ class Sent:
 
 @dataclass
 class RecordingProducer:
-    """Records every message; its deliveries resolve at once unless told to fail."""
+    """Records every message. Its deliveries resolve at once unless a failure is set."""
 
     sent: list[Sent] = field(default_factory=list)
     fail_send: BaseException | None = None
@@ -77,7 +79,7 @@ def people_on(partition: int, count: int) -> list[str]:
     return found
 
 
-def test_events_within_the_wait_share_one_message_per_partition() -> None:
+def test_events_in_window_share_message() -> None:
     producer = RecordingProducer()
 
     async def scenario() -> list[Any]:
@@ -105,7 +107,7 @@ def test_events_within_the_wait_share_one_message_per_partition() -> None:
     assert sorted(seen) == list(range(40))
 
 
-def test_order_per_person_is_kept_across_packs() -> None:
+def test_person_order_kept_across_packs() -> None:
     producer = RecordingProducer()
     people = people_on(1, 3)
 
@@ -128,7 +130,7 @@ def test_order_per_person_is_kept_across_packs() -> None:
     assert numbers == list(range(30))
 
 
-def test_byte_bound_and_large_event_alone_after_the_open_pack() -> None:
+def test_byte_bound_and_large_event() -> None:
     producer = RecordingProducer()
     person = people_on(2, 1)[0]
     max_bytes = 1024
@@ -144,14 +146,15 @@ def test_byte_bound_and_large_event_alone_after_the_open_pack() -> None:
     run(scenario)
 
     large = [message for message in producer.sent if len(message.value) > max_bytes]
-    assert len(large) == 1 and large[0].value.startswith(b"{"), "an event over the bound goes out on its own, unwrapped"
+    assert len(large) == 1, "an event over the bound goes out on its own"
+    assert large[0].value.startswith(b"{"), "unwrapped"
     assert large[0].partition == 2
     assert all(len(message.value) <= max_bytes for message in producer.sent if message is not large[0])
     numbers = [item["n"] for message in producer.sent for item in message.events()]
     assert numbers == list(range(12))
 
 
-def test_timer_closes_a_pack_without_more_events() -> None:
+def test_timer_closes_lone_pack() -> None:
     producer = RecordingProducer()
 
     async def scenario() -> float:
@@ -171,7 +174,7 @@ def test_timer_closes_a_pack_without_more_events() -> None:
     assert producer.sent[0].value == event("alone", 1), "a pack of one event is sent unwrapped"
 
 
-def test_disabled_and_unpackable_events_go_out_alone_in_order() -> None:
+def test_unpacked_events_keep_order() -> None:
     producer = RecordingProducer()
 
     async def scenario() -> None:
@@ -183,12 +186,13 @@ def test_disabled_and_unpackable_events_go_out_alone_in_order() -> None:
 
     run(scenario)
 
-    assert [message.partition for message in producer.sent] == [None] * 6, "the producer's partitioner picks"
+    assert [message.partition for message in producer.sent[:5]] == [partition_for_key(b"p", PARTITIONS)] * 5
+    assert producer.sent[5].partition is None, "the producer's partitioner places an unpackable event"
     assert [message.value for message in producer.sent[:5]] == [event("p", number) for number in range(5)]
     assert producer.sent[5].topic == "dead-letters"
 
 
-def test_stop_sends_the_open_packs() -> None:
+def test_stop_sends_open_packs() -> None:
     producer = RecordingProducer()
 
     async def scenario() -> list[Any]:
@@ -205,7 +209,7 @@ def test_stop_sends_the_open_packs() -> None:
 
 
 @pytest.mark.parametrize("where", ["send", "delivery"])
-def test_a_failure_reaches_every_event_of_the_pack(where: str) -> None:
+def test_failure_reaches_every_event(where: str) -> None:
     error = KafkaTimeoutError("broker gone")
     producer = RecordingProducer(**{f"fail_{where}": error})
     person = people_on(0, 1)[0]
@@ -228,14 +232,14 @@ def test_a_failure_reaches_every_event_of_the_pack(where: str) -> None:
     assert producer.sent[-1].events() == [{"user_id": person, "n": 3, "pad": ""}]
 
 
-def test_settings_are_checked() -> None:
+def test_invalid_settings_rejected() -> None:
     with pytest.raises(ValueError, match="within_s"):
         Packer(RecordingProducer(), within_s=-1, max_events=1, max_bytes=1024)
     with pytest.raises(ValueError, match="max_events"):
         Packer(RecordingProducer(), within_s=0.01, max_events=0, max_bytes=1024)
 
 
-def test_urgent_event_goes_out_at_once_after_its_partitions_touchpoints() -> None:
+def test_urgent_event_closes_partition_packs() -> None:
     producer = RecordingProducer()
     person, other = people_on(3, 2)
     elsewhere = people_on(0, 1)[0]
@@ -258,3 +262,84 @@ def test_urgent_event_goes_out_at_once_after_its_partitions_touchpoints() -> Non
 
     assert run(scenario) < 5
     assert [item["n"] for item in producer.sent[-1].events()] == [2]
+
+
+def test_large_urgent_event_follows_touchpoints() -> None:
+    producer = RecordingProducer()
+    person = people_on(1, 1)[0]
+
+    async def scenario() -> None:
+        packer = Packer(producer, within_s=30, max_events=100, max_bytes=1024)
+        touch = await packer.send(TOPIC, person.encode(), event(person, 1))
+        purchase = await packer.send("conversions", person.encode(), event(person, 2, pad=2000), urgent=True)
+        await asyncio.gather(touch, purchase)
+        await packer.stop()
+
+    run(scenario)
+
+    assert [(message.topic, message.events()[0]["n"]) for message in producer.sent] == [(TOPIC, 1), ("conversions", 2)]
+
+
+@dataclass
+class StalledProducer(RecordingProducer):
+    """Waits in send for one partition until released, as aiokafka waits while a partition's buffer is full."""
+
+    stalled_partition: int = 0
+    release: asyncio.Event | None = None
+
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int | None = None) -> asyncio.Future[Any]:
+        if partition == self.stalled_partition and self.release is not None:
+            await self.release.wait()
+        return await super().send(topic, value, key, partition)
+
+
+def test_stalled_partition_delays_only_itself() -> None:
+    producer = StalledProducer()
+    stalled = people_on(0, 1)[0]
+    moving = people_on(2, 1)[0]
+
+    async def scenario() -> tuple[bool, list[int]]:
+        producer.release = asyncio.Event()
+        packer = Packer(producer, within_s=0.01, max_events=100, max_bytes=64 * 1024)
+        blocked = await packer.send(TOPIC, stalled.encode(), event(stalled, 1))
+        flowing = [await packer.send(TOPIC, moving.encode(), event(moving, n)) for n in range(2, 4)]
+        await asyncio.wait_for(asyncio.gather(*flowing), timeout=5)
+        blocked_done = blocked.done()
+        producer.release.set()
+        await blocked
+        await packer.stop()
+        return blocked_done, [item["n"] for message in producer.sent for item in message.events()]
+
+    blocked_done, numbers = run(scenario)
+
+    assert blocked_done is False
+    assert numbers == [2, 3, 1]
+
+
+def test_cancelled_request_spares_pack_neighbours() -> None:
+    producer = RecordingProducer()
+    settings = load_settings(kafka_bootstrap="127.0.0.1:1")
+    person = people_on(partition_for_key(b"x", PARTITIONS), 1)[0]
+
+    def click(number: int) -> dict[str, Any]:
+        return {"type": "click", "event_id": f"click-{number}", "event_time": "2026-11-02T10:00:00Z",
+                "user_id": person, "campaign_id": "spring", "channel": "instagram"}
+
+    async def scenario() -> tuple[list[str], dict[str, dict[str, int]]]:
+        packer = Packer(producer, within_s=0.2, max_events=100, max_bytes=64 * 1024)
+        stats = CollectorStats()
+        ingestor = Ingestor(settings, packer, stats, RecentIds())
+        first = asyncio.create_task(ingestor.ingest("batch", [click(1)]))
+        second = asyncio.create_task(ingestor.ingest("batch", [click(2)]))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        outcomes = await second
+        await packer.stop()
+        return [outcome.status for outcome in outcomes], stats.as_dict()
+
+    statuses, stats = run(scenario)
+
+    assert statuses == ["accepted"]
+    assert "failed" not in stats.get("batch", {})
+    assert len(producer.sent) == 1
+    assert [item["event_id"] for item in producer.sent[0].events()] == ["click-1", "click-2"]

@@ -74,6 +74,16 @@ def test_deal_purchase_follows_buffered_touchpoints() -> None:
     assert sent == [("touchpoints", clicks), ("conversions", [purchase])]
 
 
+def test_large_deal_purchase_follows_touchpoints() -> None:
+    clicks = _afternoon_clicks()[:3]
+    purchase = _purchase("buyer", "2026-11-16T12:05:00Z", deal_id="sofa-group")
+    purchase["user_agent"] = "x" * (Replayer.max_packed_bytes + 1)
+
+    sent = _replay([*clicks, purchase], batch_size=50)
+
+    assert sent == [("touchpoints", clicks), ("conversions", [purchase])]
+
+
 def test_plain_purchase_waits_for_its_buffer(monkeypatch: Any) -> None:
     # No flush by age, however slowly this machine replays.
     monkeypatch.setattr(Replayer, "max_buffer_age_s", 3600.0)
