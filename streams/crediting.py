@@ -16,6 +16,7 @@ from roitrack.attribution import (
     credit_all_models,
     credit_coupon,
     eligible_touches,
+    exact,
     revenue_shares,
 )
 from roitrack.settings import Settings
@@ -144,6 +145,9 @@ def pack_credits(messages: Sequence[Outgoing], credits_topic: str) -> list[Outgo
     return packed
 
 
+# One decimal context for the whole conversion, so the models and the revenue split of
+# each model skip the context copy that every outermost ``exact`` call makes.
+@exact
 def attribute(
     settings: Settings,
     params: AttributionParams,
