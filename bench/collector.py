@@ -71,7 +71,7 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _send_all(base: str, token: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], dict[int, int], float]:
-    """Send every body as its own request, ``concurrency`` at a time; return latencies (ms), statuses and wall seconds."""
+    """Send every body as its own request, ``concurrency`` at a time, and return latencies (ms), statuses and wall seconds."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}

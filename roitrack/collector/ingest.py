@@ -150,7 +150,7 @@ class _Message:
     key: bytes
     value: bytes
     dedup_key: str | None
-    #: Events for the worker's input topics are packed; dead letters go out one per message.
+    #: True for events of the worker's input topics. Dead letters go out one per message.
     packable: bool
     #: A deal purchase, which is sent without waiting for more events (roitrack.collector.packer).
     urgent: bool = False

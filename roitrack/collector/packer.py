@@ -10,7 +10,7 @@ it contains ``collector_pack_max_events`` events or would pass
 
 The partition is the one Kafka's default partitioner picks for the event's key
 (``streams.state.partition_for_key``, with the topic's partition count from the
-producer's metadata), so an event lands where it would have landed on its own,
+producer's metadata). So an event lands where it would have landed on its own,
 and a packed message's key is its first event's key. One task per partition
 number hands that partition's packs to the producer in the order they closed,
 which keeps each person's events in the order the collector accepted them.
@@ -23,13 +23,10 @@ With ``collector_pack_within_s`` 0 every event is a message of its own.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.state import partition_for_key
-
-log = logging.getLogger(__name__)
 
 #: Extra bytes of a JSON array around its items: the two brackets.
 _ARRAY_BYTES = 2
@@ -68,8 +65,9 @@ class Packer:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._open: dict[tuple[str, int], _Pack] = {}
-        # One queue and sending task per lane: a partition number, or a topic for messages without one.
-        # producer.send waits while a partition's buffer is full, so a slow partition stalls only its lane.
+        # Each lane (a partition number, or the topic of a message without a partition) has its own queue
+        # and sending task. producer.send waits while a partition's buffer is full, so a slow partition
+        # stalls only its own lane.
         self._lanes: dict[int | str, asyncio.Queue[_Pack | None]] = {}
         self._senders: list[asyncio.Task[None]] = []
         #: Messages the broker acknowledged, and events in them, since start.
@@ -95,10 +93,11 @@ class Packer:
         """Queue one event's JSON value and return a future for the acknowledgement of its message.
 
         An event that is not ``packable`` goes out as a message of its own, and
-        the producer's partitioner places it. So does an event larger than a
-        pack may be, after the open pack of its partition so that the partition
-        keeps the order. An ``urgent`` event closes its pack at once, after the
-        open packs of the same partition number in the other topics. A deal purchase is
+        the producer's partitioner places it. An event larger than a pack may
+        be also goes out on its own, after the open pack of its partition, so
+        that the partition keeps the order. So does every event when packing is
+        off. An ``urgent`` event closes its pack at once, after the open packs
+        of the same partition number in the other topics. A deal purchase is
         urgent, because a purchase kept in a pack while later events go out
         could reach the deal clock after its deadline (docs/architecture.md,
         group-buy deals). Raises KafkaError when the producer cannot read the
@@ -136,7 +135,7 @@ class Packer:
             self._close_open(slot)
 
     async def _partition_count(self, topic: str) -> int:
-        # The producer's metadata, refreshed as the producer refreshes it; known topics need no request.
+        # The producer refreshes its metadata itself, and a topic it knows needs no request.
         return len(await self.producer.partitions_for(topic))
 
     def _close_other_topics(self, slot: tuple[str, int]) -> None:
