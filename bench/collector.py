@@ -4,7 +4,7 @@ For each packing window (``ROITRACK_COLLECTOR_PACK_WITHIN_S``) it starts
 ``roitrack collector`` as a child process on fresh topics and sends it the
 bench workload, one event per HTTP request (``POST /v1/events``), from
 ``--concurrency`` connections at once, as many clients sending one event each
-would. It records the requests per second, their latency, the collector's CPU
+would: as fast as they go, or at ``--rate`` requests per second. It records the requests per second, their latency, the collector's CPU
 time and how many Kafka messages the events took. Then a roitrack worker drains
 the topics the collector wrote, measured as ``make bench`` measures its backlog
 runs, so the figures show what packing saves the worker.
@@ -52,6 +52,10 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
         "--windows", default=",".join(str(window) for window in DEFAULT_WINDOWS),
         help="packing windows to compare, in seconds, comma-separated; 0 sends one message per event (default %(default)s)",
     )
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="requests per second to send at, as independent clients would; 0 sends as fast as the connections allow (default 0)",
+    )
     parser.add_argument("--no-worker", action="store_true", help="skip the worker runs on the collector's messages")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench-collector"), help="folder for the results")
     parser.add_argument("--kafka-bootstrap", default="", help="use this broker instead of an embedded tansu")
@@ -67,21 +71,35 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--windows needs at least one window, each from 0 to 1 second")
     if options.events < 1 or options.concurrency < 1:
         parser.error("--events and --concurrency must be at least 1")
+    if options.rate < 0:
+        parser.error(f"--rate must be 0 or more requests per second, got {options.rate}")
     return options
 
 
-async def _send_all(base: str, token: str, bodies: list[bytes], concurrency: int) -> tuple[list[float], dict[int, int], float]:
-    """Send every body as its own request, ``concurrency`` at a time, and return latencies (ms), statuses and wall seconds."""
+async def _send_all(
+    base: str, token: str, bodies: list[bytes], concurrency: int, rate_per_s: float = 0.0
+) -> tuple[list[float], dict[int, int], float]:
+    """Send every body as its own request and return latencies (ms), statuses and wall seconds.
+
+    At most ``concurrency`` requests are in flight. With ``rate_per_s`` above 0,
+    request N is sent no earlier than N / rate_per_s seconds after the start, as
+    independent clients would send it. It goes later only when every connection
+    is busy, which the achieved rate shows.
+    """
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    next_body = iter(bodies)
+    next_body = enumerate(bodies)
     started = time.perf_counter()
     last_report = started
 
     async def sender(session: aiohttp.ClientSession) -> None:
         nonlocal last_report
-        for body in next_body:
+        for number, body in next_body:
+            if rate_per_s > 0:
+                ahead_s = started + number / rate_per_s - time.perf_counter()
+                if ahead_s > 0:
+                    await asyncio.sleep(ahead_s)
             sent = time.perf_counter()
             async with session.post(f"{base}/v1/events", data=body, headers=headers) as response:
                 await response.read()
@@ -131,13 +149,15 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 def run_window(harness: Harness, workload: Workload, window: float, options: argparse.Namespace) -> dict[str, Any]:
     """Send the workload through a collector with one packing window, then drain it with a worker."""
-    settings, figures = _collect(harness, workload, window, options.concurrency)
+    settings, figures = _collect(harness, workload, window, options.concurrency, options.rate)
     if not options.no_worker:
         figures["worker"] = _drain(harness, workload, settings, figures, options.timeout)
     return figures
 
 
-def _collect(harness: Harness, workload: Workload, window: float, concurrency: int) -> tuple[Settings, dict[str, Any]]:
+def _collect(
+    harness: Harness, workload: Workload, window: float, concurrency: int, rate_per_s: float
+) -> tuple[Settings, dict[str, Any]]:
     """Send every event of the workload to a fresh collector as its own request, and measure the requests."""
     token = "bench-" + uuid.uuid4().hex
     port = free_port()
@@ -155,7 +175,7 @@ def _collect(harness: Harness, workload: Workload, window: float, concurrency: i
         _wait_healthy(child, base)
         load = load_average()
         cpu = harness.cpu_window({"collector": [child.pid]})
-        latencies, statuses, wall_s = asyncio.run(_send_all(base, token, bodies, concurrency))
+        latencies, statuses, wall_s = asyncio.run(_send_all(base, token, bodies, concurrency, rate_per_s))
         cpu_figures = cpu.close()
         status, metrics = asyncio.run(_get(f"{base}/metrics"))
         if status != 200:
@@ -229,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     options.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": {
-        "events": options.events, "concurrency": options.concurrency, "windows": list(options.windows),
+        "events": options.events, "concurrency": options.concurrency, "rate_per_s": options.rate,
+        "windows": list(options.windows),
         "worker": not options.no_worker, "seed": options.seed,
     }}
     try:
@@ -240,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             workload = plan_workload(options.events, harness.campaign_ids, harness.base.person_partitions, seed=options.seed)
             results["workload"] = {"events": len(workload.items), "purchases": workload.purchases}
             progress(f"run {harness.run_id}: {len(workload.items):,} events, one per request, "
-                     f"{options.concurrency} in flight, windows {', '.join(f'{w * 1000:g} ms' for w in options.windows)}")
+                     f"{options.concurrency} in flight at most, {f'{options.rate:,.0f}/s' if options.rate else 'as fast as they go'}, windows {', '.join(f'{w * 1000:g} ms' for w in options.windows)}")
             results["windows"] = [run_window(harness, workload, window, options) for window in options.windows]
     except RunFailed as failure:
         print(f"bench.collector: {failure}", file=sys.stderr)
