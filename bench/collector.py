@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import sys
 import time
@@ -33,7 +34,7 @@ import orjson
 from bench.procinfo import load_average
 from bench.run import machine_info, open_harness
 from bench.scenarios import BACKLOG_END_BEFORE_NOW_S, Harness, Inputs, RunFailed, progress
-from bench.services import Child
+from bench.services import Child, exit_on_sigterm
 from bench.workload import Workload, backlog_events, plan_workload
 from roitrack.embedded import free_port
 from roitrack.settings import Settings
@@ -42,6 +43,8 @@ from roitrack.topics import create_topics
 DEFAULT_WINDOWS = (0.0, 0.005, 0.02)
 _START_TIMEOUT_S = 30.0
 _PROGRESS_EVERY_S = 5.0
+#: The smallest workload bench.workload.plan_workload plans.
+MIN_EVENTS = 10
 
 
 def parse_options(argv: list[str] | None) -> argparse.Namespace:
@@ -63,16 +66,22 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds any one step may take (default 600)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the workload (default 7)")
     options = parser.parse_args(argv)
+    text = options.windows
     try:
-        options.windows = tuple(float(part) for part in options.windows.split(",") if part.strip())
+        options.windows = tuple(float(part) for part in text.split(","))
     except ValueError:
-        parser.error(f"--windows takes seconds separated by commas, like 0,0.005; got {options.windows!r}")
-    if not options.windows or any(window < 0 or window > 1 for window in options.windows):
-        parser.error("--windows needs at least one window, each from 0 to 1 second")
-    if options.events < 1 or options.concurrency < 1:
-        parser.error("--events and --concurrency must be at least 1")
-    if options.rate < 0:
+        parser.error(f"--windows takes seconds separated by commas, like 0,0.005; got {text!r}")
+    for window in options.windows:
+        if not 0 <= window <= 1:  # also rejects nan
+            parser.error(f"--windows takes windows from 0 to 1 second; got {window} in {text!r}")
+    if options.events < MIN_EVENTS:
+        parser.error(f"--events must be at least {MIN_EVENTS}, got {options.events}")
+    if options.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {options.concurrency}")
+    if not (math.isfinite(options.rate) and options.rate >= 0):
         parser.error(f"--rate must be 0 or more requests per second, got {options.rate}")
+    if not (math.isfinite(options.timeout) and options.timeout > 0):
+        parser.error(f"--timeout must be above 0 seconds, got {options.timeout}")
     return options
 
 
@@ -247,6 +256,7 @@ def format_table(windows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    exit_on_sigterm()
     options.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": {
         "events": options.events, "concurrency": options.concurrency, "rate_per_s": options.rate,
@@ -261,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             workload = plan_workload(options.events, harness.campaign_ids, harness.base.person_partitions, seed=options.seed)
             results["workload"] = {"events": len(workload.items), "purchases": workload.purchases}
             progress(f"run {harness.run_id}: {len(workload.items):,} events, one per request, "
-                     f"{options.concurrency} in flight at most, {f'{options.rate:,.0f}/s' if options.rate else 'as fast as they go'}, windows {', '.join(f'{w * 1000:g} ms' for w in options.windows)}")
+                     f"{options.concurrency} in flight at most, {f'{options.rate:,g}/s' if options.rate else 'as fast as they go'}, windows {', '.join(f'{w * 1000:g} ms' for w in options.windows)}")
             results["windows"] = [run_window(harness, workload, window, options) for window in options.windows]
     except RunFailed as failure:
         print(f"bench.collector: {failure}", file=sys.stderr)

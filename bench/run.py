@@ -29,7 +29,7 @@ from bench.procinfo import load_average
 from bench.profile import read_collapsed, summarise, write_flame_graph
 from bench.report import CONSUMERS, MODES, evaluate_targets, format_table, median, summarise_throughput
 from bench.scenarios import Harness, Inputs, progress
-from bench.services import DedicatedRedis, delete_topics
+from bench.services import DedicatedRedis, delete_topics, exit_on_sigterm
 from bench.workload import plan_workload
 from roitrack.embedded import EmbeddedBroker
 from roitrack.settings import Settings, load_settings
@@ -324,6 +324,7 @@ def _worker_settings(settings: Settings) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    exit_on_sigterm()
     started_s = time.monotonic()
     results = run(options)
     results["wall_time_s"] = round(time.monotonic() - started_s, 1)

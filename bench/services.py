@@ -122,6 +122,15 @@ class Child:
             self.process.wait()
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so a harness stops the broker, Redis and children it started, as on Ctrl-C."""
+
+    def handle(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handle)
+
+
 def delete_topics(settings: Settings, marker: str) -> int:
     """Delete every topic whose name contains ``marker`` and return how many were deleted."""
     admin = KafkaAdminClient(

@@ -19,7 +19,7 @@ import sys
 from decimal import Decimal
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AliasChoices
@@ -162,6 +162,8 @@ def unit_of(name: str, field: FieldInfo) -> str:
         return "topic name"
     if field.annotation is str:
         return "text"
+    if get_origin(field.annotation) is tuple:
+        return "text, comma-separated list"
     return "number"
 
 
