@@ -66,6 +66,7 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds any one step may take (default 600)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the workload (default 7)")
     options = parser.parse_args(argv)
+
     text = options.windows
     try:
         options.windows = tuple(float(part) for part in text.split(","))
@@ -74,6 +75,7 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     for window in options.windows:
         if not 0 <= window <= 1:  # also rejects nan
             parser.error(f"--windows takes windows from 0 to 1 second; got {window} in {text!r}")
+
     if options.events < MIN_EVENTS:
         parser.error(f"--events must be at least {MIN_EVENTS}, got {options.events}")
     if options.concurrency < 1:

@@ -331,9 +331,9 @@ class Ingestor:
         topic, key = route_event(self.settings, result)
         value = orjson.dumps(result.model_dump(mode="json", exclude_none=True))
         log.debug("collector %s: event %s accepted for %s", endpoint, event_id, topic)
-        return Outcome(index, event_id, "accepted"), _Message(
-            topic, key.encode(), value, dedup_key, packable=True, urgent=isinstance(result, Purchase) and result.deal_id is not None
-        )
+        deal_purchase = isinstance(result, Purchase) and result.deal_id is not None
+        message = _Message(topic, key.encode(), value, dedup_key, packable=True, urgent=deal_purchase)
+        return Outcome(index, event_id, "accepted"), message
 
     def _dead_letter(
         self, endpoint: str, index: int | None, item: object, reason: str, errors: Sequence[FieldError]

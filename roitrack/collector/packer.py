@@ -32,6 +32,18 @@ from streams.state import partition_for_key
 _ARRAY_BYTES = 2
 
 
+def _new_acknowledgement() -> asyncio.Future[Any]:
+    acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    # Marks a failure as seen, so asyncio logs no warning when every request of the pack went away.
+    acked.add_done_callback(_retrieve)
+    return acked
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(slots=True)
 class _Pack:
     """Events bound for one topic partition, sent as one message once closed."""
@@ -41,13 +53,12 @@ class _Pack:
     key: bytes
     values: list[bytes] = field(default_factory=list)
     size: int = _ARRAY_BYTES
-    acked: asyncio.Future[Any] = field(default_factory=lambda: _new_acknowledgement())
+    acked: asyncio.Future[Any] = field(default_factory=_new_acknowledgement)
     timer: asyncio.TimerHandle | None = None
-    #: False for an event that goes out on its own. A pack that closed with one event is sent unwrapped too.
-    packed: bool = True
 
     def value(self) -> bytes:
-        if not self.packed or len(self.values) == 1:
+        # A message of one event carries it unwrapped, as a producer that does not pack would send it.
+        if len(self.values) == 1:
             return self.values[0]
         return b"[" + b",".join(self.values) + b"]"
 
@@ -104,7 +115,7 @@ class Packer:
         topic's metadata.
         """
         if not packable:
-            return self._close(_Pack(topic, None, key, [value], packed=False))
+            return self._close(_Pack(topic, None, key, [value]))
         partition = partition_for_key(key, await self._partition_count(topic))
         slot = (topic, partition)
         if urgent:
@@ -113,7 +124,7 @@ class Packer:
         if not self.enabled or _ARRAY_BYTES + added > self.max_bytes:
             if slot in self._open:
                 self._close_open(slot)
-            return self._close(_Pack(topic, partition, key, [value], packed=False))
+            return self._close(_Pack(topic, partition, key, [value]))
 
         pack = self._open.get(slot)
         if pack is not None and pack.size + added > self.max_bytes:
@@ -135,7 +146,7 @@ class Packer:
             self._close_open(slot)
 
     async def _partition_count(self, topic: str) -> int:
-        # The producer refreshes its metadata itself, and a topic it knows needs no request.
+        # The producer refreshes its metadata itself, and a topic already in it needs no request.
         return len(await self.producer.partitions_for(topic))
 
     def _close_other_topics(self, slot: tuple[str, int]) -> None:
@@ -187,18 +198,6 @@ class Packer:
             self.messages += 1
             self.events += len(pack.values)
         _copy_result(delivery, pack.acked)
-
-
-def _new_acknowledgement() -> asyncio.Future[Any]:
-    acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    # Marks a failure as seen, so asyncio logs no warning when every request of the pack went away.
-    acked.add_done_callback(_retrieve)
-    return acked
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _copy_result(done: asyncio.Future[Any], acked: asyncio.Future[Any]) -> None:
