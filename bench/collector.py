@@ -4,8 +4,9 @@ For each packing window (``ROITRACK_COLLECTOR_PACK_WITHIN_S``) it starts
 ``roitrack collector`` as a child process on fresh topics and sends it the
 bench workload, one event per HTTP request (``POST /v1/events``), from
 ``--concurrency`` connections at once, as many clients sending one event each
-would: as fast as they go, or at ``--rate`` requests per second. It records the requests per second, their latency, the collector's CPU
-time and how many Kafka messages the events took. Then a roitrack worker drains
+would: as fast as they go, or at ``--rate`` requests per second. It records the
+requests per second, their latency, the collector's CPU time and how many Kafka
+messages the events took. Then a roitrack worker drains
 the topics the collector wrote, measured as ``make bench`` measures its backlog
 runs, so the figures show what packing saves the worker.
 
@@ -63,7 +64,7 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench-collector"), help="folder for the results")
     parser.add_argument("--kafka-bootstrap", default="", help="use this broker instead of an embedded tansu")
     parser.add_argument("--redis-url", default="", help="use this Redis instead of a dedicated redis-server")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds any one step may take (default 600)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds a worker run may take to drain (default 600)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the workload (default 7)")
     options = parser.parse_args(argv)
 
