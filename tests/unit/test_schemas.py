@@ -12,7 +12,7 @@ import orjson
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 import schemas
 from schemas.common import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Envelope, StrictModel, _check_range
@@ -593,3 +593,35 @@ def test_event_time_range_matches_exact_bounds(local: datetime, offset_minutes: 
         accepted = False
 
     assert accepted == inside
+
+
+_PYDANTIC_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2998, 12, 31)), st.booleans())
+@example(datetime(2026, 11, 2, 10, 0, 0, 999_000), True)
+@example(datetime(2026, 2, 28, 23, 59, 59), False)
+def test_utc_forms_parse_as_pydantic_parses_them(moment: datetime, with_ms: bool) -> None:
+    # _require_iso_text parses the two common UTC forms itself; the result must be pydantic's, in timezone.utc.
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond // 1000:03d}" if with_ms else "") + "Z"
+    click = Click.model_validate(event("click", event_time=text))
+
+    assert click.event_time == _PYDANTIC_TIME.validate_python(text)
+    assert click.event_time.tzinfo is timezone.utc
+    assert click.event_time_ms == int(_PYDANTIC_TIME.validate_python(text).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("text", [
+    "2026-13-02T10:00:00Z", "2026-11-31T10:00:00Z", "2026-11-02T25:00:00Z", "2026-11-02T10:00:00.12xZ",
+    "2026-11-02T10:00:60Z", "2026-11-02T10:0a:00Z",
+])
+def test_utc_form_typos_get_pydantic_errors(text: str) -> None:
+    with pytest.raises(ValidationError) as expected:
+        _PYDANTIC_TIME.validate_python(text)
+    with pytest.raises(ValidationError) as raised:
+        Click.model_validate(event("click", event_time=text))
+
+    errors = [error for error in raised.value.errors() if error["loc"] == ("event_time",)]
+    assert [(error["type"], error["msg"]) for error in errors] == [
+        (error["type"], error["msg"]) for error in expected.value.errors()
+    ]
