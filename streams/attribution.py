@@ -33,7 +33,7 @@ from typing import Awaitable, Callable, Sequence
 
 import orjson
 
-from roitrack.attribution import AttributionParams, StoredTouch
+from roitrack.attribution import AttributionParams
 from roitrack.settings import Settings
 from schemas.common import StrictModel, epoch_ms
 from schemas.decode import Rejected, decode_message
@@ -58,6 +58,7 @@ from streams.release import Releaser
 from streams.state import (
     FencedBatch,
     Rewind,
+    Round,
     StaleBatch,
     StateRolledBack,
     StateStore,
@@ -279,8 +280,7 @@ class AttributionProcessor:
                     return False
                 if not await self._ingest(partition, state, records):
                     return False  # the cached state was dropped; the next batch reloads it
-                await self._release(partition, state)
-                await self.social.resolve(partition, state)
+                await self._settle(partition, state)
                 return True
             except BaseException:
                 # Reload from Redis on the next batch rather than trust a half-updated cache.
@@ -628,8 +628,7 @@ class AttributionProcessor:
             async with state.lock:
                 try:
                     if state.pending or state.referrals:
-                        await self._release(partition, state)
-                        await self.social.resolve(partition, state)
+                        await self._settle(partition, state)
                     now_s = time.monotonic()
                     if self.progress.due(partition, now_s):
                         await self.progress.report(partition, self._progress(partition, state, now_s), now_s)
@@ -665,24 +664,38 @@ class AttributionProcessor:
         end_offset = self.fetched_end_offset(topic, partition)
         return end_offset is None or state.offsets.get(topic, -1) + 1 < end_offset
 
-    async def _release(self, partition: int, state: PartitionState) -> None:
+    async def _settle(self, partition: int, state: PartitionState) -> None:
+        """Release the due conversions and decide the due referrals of one partition.
+
+        Both read in one Redis round and write in one more: the conversions'
+        coupons and touchpoints with the referrals' code owners and persons, then
+        the script that removes the released conversions with the one that
+        removes the decided referrals. Their keys do not overlap. The credits,
+        facts and dead letters are sent, and acknowledged, between the two rounds.
+        """
         due = await self.releaser.due(partition, state)
-        if not due:
-            return
-        due, folded = self.releaser.merge_coupon_redemptions(due, state)
-        if not due and not folded:
+        folded: list[bytes] = []
+        if due:
+            due, folded = self.releaser.merge_coupon_redemptions(due, state)
+        referrals = await self.social.due_referrals(partition, state)
+        if not due and not folded and referrals is None:
             return
 
+        reads = Round(self.store.client)
         codes = sorted({pending.coupon_code for pending in due if pending.coupon_code})
+        coupons_index = reads.command("HMGET", self.keys.coupons(), *codes) if codes else None
+        touch_indexes = [reads.script(self.releaser._read_touches, keys, args)
+                         for keys, args in self.releaser.touch_reads(partition, due)]
+        if referrals is not None:
+            self.social.add_reads(reads, referrals)
+        with self.metrics.redis("release_read"):
+            replies = await reads.execute()
+            touches = await self.releaser.gather_touches(due, [replies[index] for index in touch_indexes])
         coupon_campaigns: dict[str, str] = {}
-        if codes:
-            for code, campaign in zip(codes, await self.store.client.hmget(self.keys.coupons(), codes)):
+        if coupons_index is not None:
+            for code, campaign in zip(codes, replies[coupons_index]):
                 if campaign is not None:
                     coupon_campaigns[code] = campaign.decode() if isinstance(campaign, bytes) else str(campaign)
-        touches: list[list[StoredTouch]] = []
-        if due:
-            with self.metrics.redis("release_read"):
-                touches = await self.releaser.touches_for(partition, due)
 
         outgoing: list[Outgoing] = []
         index: list[tuple[str, str, bytes]] = []  # (key, conversion id, Attribution JSON)
@@ -703,23 +716,38 @@ class AttributionProcessor:
             outgoing.extend(messages)
         for member in folded:
             outcomes.extend((member, "folded"))
-        # Outputs first: a crash before the removal releases the conversions again,
-        # and their repeated credits are dropped by credit id downstream.
-        await self.send(pack_credits(outgoing, self.settings.topic_credits))
+        if referrals is not None:
+            self.social.decide(referrals, replies)
+        # Outputs first: a crash before the removals releases the conversions and
+        # decides the referrals again, and their repeated credits and facts are
+        # dropped by id downstream.
+        await self.send(pack_credits(outgoing, self.settings.topic_credits) + (referrals.outputs if referrals else []))
         sent_s = time.monotonic()
         for pending in due:
             self.metrics.attribution_latency.observe(max(0.0, sent_s - pending.arrived_s))
 
+        writes = Round(self.store.client)
         members = [pending.member for pending in due] + folded
-        attributed = len(due) - unattributed
-        args: list[str | int | bytes] = [len(members), *outcomes, self.settings.attribution_index_ttl_s * 1000]
-        for _, conversion_id, value in index:
-            args.extend((conversion_id, value))
+        release_index = None
+        if members:
+            args: list[str | int | bytes] = [len(members), *outcomes, self.settings.attribution_index_ttl_s * 1000]
+            for _, conversion_id, value in index:
+                args.extend((conversion_id, value))
+            keys = [self.keys.pending(partition), self.keys.person_stats(partition), *(key for key, _, _ in index)]
+            release_index = writes.script(self._finish_release, keys, args)
+        resolve_index = self.social.add_write(writes, referrals) if referrals is not None else None
         with self.metrics.redis("release_write"):
-            removed = await self._finish_release(
-                keys=[self.keys.pending(partition), self.keys.person_stats(partition), *(key for key, _, _ in index)],
-                args=args,
-            )
+            replies = await writes.execute()
+        if referrals is not None and resolve_index is not None:
+            self.social.finish(state, referrals, int(replies[resolve_index]))
+        if release_index is not None:
+            self._released(partition, state, members, len(due) - unattributed, unattributed, int(replies[release_index]))
+
+    def _released(
+        self, partition: int, state: PartitionState, members: list[bytes], attributed: int, unattributed: int,
+        removed: int,
+    ) -> None:
+        """Drop the released conversions from the cached state and count them."""
         for member in members:
             state.pending.pop(member, None)
         self.stats["conversions_attributed"] += attributed

@@ -1,6 +1,6 @@
 """Person-side social work of the attribution agent: engagements, referral codes and referrals.
 
-The attribution agent calls three hooks:
+The attribution agent calls these hooks:
 
 - ``prepare``, on each partition batch after deduplication and before the
   fenced write. It builds an engagement fact per new engagement and registers
@@ -10,12 +10,15 @@ The attribution agent calls three hooks:
   purchase, is queued for its referral decision. A purchase of an unknown
   deal, and a share whose code belongs to another share, become dead letters.
 - ``write``, which adds the queued referrals to the batch's fenced write.
-- ``resolve``, after each release. Queued referrals become due by the same two
-  rules as conversions (see ``streams.release``). Per person, in event-time
-  order, ``roitrack.referrals.resolve_referral`` decides them against the
-  code's owner and the person's stored referrer and first purchase. The facts
-  are sent first; then one script removes the referrals from the queue and,
-  for each one it removed, stores the person's new facts and counts it.
+- ``due_referrals``, ``add_reads``, ``decide``, ``add_write`` and ``finish``,
+  with each release, in the release's read and write rounds
+  (``AttributionProcessor._settle``). Queued referrals become due by the same
+  two rules as conversions (see ``streams.release``). Per person, in
+  event-time order, ``roitrack.referrals.resolve_referral`` decides them
+  against the code's owner and the person's stored referrer and first
+  purchase. The facts are sent first; then one script removes the referrals
+  from the queue and, for each one it removed, stores the person's new facts
+  and counts it.
 
 A referral whose code is unknown waits up to ``ROITRACK_REFERRAL_CODE_WAIT_S``
 for the share, which another partition may apply later, and blocks the
@@ -41,7 +44,7 @@ from schemas.outputs import FieldError
 from streams.crediting import PendingConversion, with_campaigns
 from streams.facts import engagement_fact, pack_facts, referral_fact
 from streams.records import Outgoing, Record, Send, dead_letter
-from streams.state import FencedBatch, StateStore
+from streams.state import FencedBatch, Round, StateStore
 
 if TYPE_CHECKING:
     from streams.attribution import BatchPlan, PartitionState
@@ -132,6 +135,24 @@ class SocialPlan:
     pending: list[PendingConversion] = field(default_factory=list)
     queued: list[QueuedReferral] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass(slots=True)
+class ReferralDecisions:
+    """One partition's due referrals: what they read, and, once decided, what they send and write."""
+
+    partition: int
+    now_s: float
+    by_person: dict[str, list[QueuedReferral]]
+    persons: list[str]
+    codes: list[str]
+    read_indexes: list[int] = field(default_factory=list)
+    dead: list[Outgoing] = field(default_factory=list)
+    decided: list[bytes] = field(default_factory=list)
+    #: Dead letters and packed referral facts, sent before the write.
+    outputs: list[Outgoing] = field(default_factory=list)
+    #: KEYS and ARGV of the script that removes the decided referrals.
+    write: tuple[list[str], list[str | int | bytes]] = field(default_factory=lambda: ([], []))
 
 
 class PersonSocial:
@@ -289,49 +310,55 @@ class PersonSocial:
             due.extend(waiting)
         return due
 
-    async def resolve(self, partition: int, state: "PartitionState") -> None:
-        """Decide the due referrals of one partition; see the module docstring."""
+    async def due_referrals(self, partition: int, state: "PartitionState") -> ReferralDecisions | None:
+        """Return the partition's due referrals, grouped by person, or None when none is due."""
         if not state.referrals:
-            return
+            return None
         now_s = time.monotonic()
         due = await self._due(partition, state, now_s)
         if not due:
-            return
+            return None
         by_person: dict[str, list[QueuedReferral]] = defaultdict(list)
         for queued in due:
             by_person[queued.item.person_id].append(queued)
-        persons = sorted(by_person)
         codes = sorted({queued.item.code for queued in due if queued.item.code is not None})
-        pipe = self.store.client.pipeline(transaction=False)
-        if codes:
-            pipe.hmget(self.keys.referral_codes(), codes)
-        for person_id in persons:
-            pipe.hgetall(self.keys.person_referrals(partition, person_id))
-        results = await pipe.execute()
+        return ReferralDecisions(partition, now_s, dict(by_person), sorted(by_person), codes)
+
+    def add_reads(self, reads: Round, decisions: ReferralDecisions) -> None:
+        """Queue the reads the decisions need: the codes' owners and each person's referral hash."""
+        if decisions.codes:
+            decisions.read_indexes.append(reads.command("HMGET", self.keys.referral_codes(), *decisions.codes))
+        for person_id in decisions.persons:
+            decisions.read_indexes.append(
+                reads.command("HGETALL", self.keys.person_referrals(decisions.partition, person_id))
+            )
+
+    def decide(self, decisions: ReferralDecisions, replies: list[Any]) -> None:
+        """Decide the due referrals from the replies of ``add_reads``; see the module docstring."""
+        results = [replies[index] for index in decisions.read_indexes]
+        codes = decisions.codes
         owners = {code: decode_owner(raw) for code, raw in zip(codes, results[0]) if raw is not None} if codes else {}
         stored = results[1:] if codes else results
-
+        partition = decisions.partition
         facts: list[dict[str, Any]] = []
-        dead: list[Outgoing] = []
         keys = [self.keys.referral_queue(partition), self.keys.person_stats(partition)]
         # The person's hash expires ROITRACK_REFERRAL_STATE_TTL_S after their last decided referral.
         args: list[str | int | bytes] = [self.settings.referral_state_ttl_s * 1000]
-        decided: list[bytes] = []
-        for person_id, raw_fields in zip(persons, stored):
+        for person_id, raw_fields in zip(decisions.persons, stored):
             person = PersonReferrals.from_hash({_text(name): _text(value) for name, value in raw_fields.items()})
             keys.append(self.keys.person_referrals(partition, person_id))
             key_index = len(keys)
-            for queued in sorted(by_person[person_id], key=lambda queued: (queued.item.time_ms, queued.item.item_id)):
+            for queued in sorted(decisions.by_person[person_id], key=lambda queued: (queued.item.time_ms, queued.item.item_id)):
                 item = queued.item
                 owner = owners.get(item.code) if item.code is not None else None
                 stats: list[str] = []
                 if item.code is not None and owner is None:
-                    if now_s - queued.arrived_s < self.settings.referral_code_wait_s:
+                    if decisions.now_s - queued.arrived_s < self.settings.referral_code_wait_s:
                         break  # the person's later referrals wait for this one
-                    dead.append(self._unknown_code(queued))
+                    decisions.dead.append(self._unknown_code(queued))
                     stats.append("referrals_unknown_code")
-                decisions, writes = resolve_referral(item, owner, person)
-                for decision in decisions:
+                outcomes, writes = resolve_referral(item, owner, person)
+                for decision in outcomes:
                     facts.append(referral_fact(decision))
                     if decision.outcome != "credited":
                         stats.append(f"referrals_{decision.outcome}")
@@ -344,20 +371,26 @@ class PersonSocial:
                     args.extend((name, value))
                 args.append(len(stats))
                 args.extend(stats)
-                decided.append(queued.member)
-        if not decided:
-            return
-        # Outputs first: a crash before the removal decides the referrals again,
-        # and the repeated facts are dropped by fact id downstream.
-        await self.send(dead + pack_facts(self.settings.topic_credits, facts))
-        removed = await self._resolve(keys=keys, args=args)
-        for member in decided:
+                decisions.decided.append(queued.member)
+        decisions.outputs = decisions.dead + pack_facts(self.settings.topic_credits, facts)
+        decisions.write = (keys, args)
+
+    def add_write(self, writes: Round, decisions: ReferralDecisions) -> int | None:
+        """Queue the script that removes the decided referrals and stores their facts; None when none was decided."""
+        if not decisions.decided:
+            return None
+        keys, args = decisions.write
+        return writes.script(self._resolve, keys, args)
+
+    def finish(self, state: "PartitionState", decisions: ReferralDecisions, removed: int) -> None:
+        """Drop the decided referrals from the cached queue, after the script removed them from Redis."""
+        for member in decisions.decided:
             state.referrals.pop(member, None)
-        if removed != len(decided):
+        if removed != len(decisions.decided):
             log.warning(
                 "person partition=%d: %d of %d decided referrals were no longer queued (decided by another "
                 "worker, or lost by Redis); they are not counted again",
-                partition, len(decided) - int(removed), len(decided),
+                decisions.partition, len(decisions.decided) - int(removed), len(decisions.decided),
             )
 
     def _unknown_code(self, queued: QueuedReferral) -> Outgoing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from roitrack.attribution import StoredTouch
 from streams.crediting import PendingConversion, decode_touch
@@ -106,43 +106,57 @@ class Releaser:
         touchpoints. The touchpoints of anonymous ids follow in one pipeline, only
         when there are any, because they can sit on another partition.
         """
-        lookback_ms = max(self.processor.params.lookback_click_ms, self.processor.params.lookback_view_ms)
-        found: list[dict[str, StoredTouch]] = []
-        extra: list[tuple[int, str]] = []  # (index in due, touchpoint key of an anonymous id)
+        replies = [await self._read_touches(keys=keys, args=args) for keys, args in self.touch_reads(partition, due)]
+        return await self.gather_touches(due, replies)
+
+    def touch_reads(self, partition: int, due: list[PendingConversion]) -> list[tuple[list[str], list[int]]]:
+        """Return the KEYS and ARGV of each call of the read script, one call per chunk of ``due``."""
+        lookback_ms = self._lookback_ms()
         chunk_size = max(1, min(READ_TOUCHES_CHUNK, READ_TOUCHES_BUDGET // self.settings.max_touchpoints_per_person))
+        calls: list[tuple[list[str], list[int]]] = []
         for start in range(0, len(due), chunk_size):
-            chunk = due[start : start + chunk_size]
             keys: list[str] = []
             args: list[int] = []
-            for pending in chunk:
+            for pending in due[start : start + chunk_size]:
                 keys.extend((self.keys.aliases(partition, pending.person_id),
                              self.keys.touchpoints(partition, pending.person_id)))
                 args.extend((pending.time_ms - lookback_ms, pending.time_ms))
-            replies = await self._read_touches(keys=keys, args=args)
-            for pending, (members, flat) in zip(chunk, replies):
-                touches: dict[str, StoredTouch] = {}
-                for member, score in zip(flat[::2], flat[1::2]):
-                    touch = decode_touch(member, score)
-                    touches.setdefault(touch.event_id, touch)
-                anonymous_ids = {member.decode() for member in members}
-                if pending.anonymous_id is not None:
-                    anonymous_ids.add(pending.anonymous_id)
-                anonymous_ids.discard(pending.person_id)
-                for anonymous_id in sorted(anonymous_ids):
-                    alias_partition = partition_for_key(anonymous_id.encode(), self.settings.person_partitions)
-                    extra.append((len(found), self.keys.touchpoints(alias_partition, anonymous_id)))
-                found.append(touches)
+            calls.append((keys, args))
+        return calls
+
+    async def gather_touches(self, due: list[PendingConversion], replies: Sequence[Any]) -> list[list[StoredTouch]]:
+        """Decode the read script's replies (one per chunk of ``due``) and read the anonymous ids' touchpoints."""
+        lookback_ms = self._lookback_ms()
+        found: list[dict[str, StoredTouch]] = []
+        extra: list[tuple[int, str]] = []  # (index in due, touchpoint key of an anonymous id)
+        rows = (row for reply in replies for row in reply)
+        for pending, (members, flat) in zip(due, rows):
+            touches: dict[str, StoredTouch] = {}
+            for member, score in zip(flat[::2], flat[1::2]):
+                touch = decode_touch(member, score)
+                touches.setdefault(touch.event_id, touch)
+            anonymous_ids = {member.decode() for member in members}
+            if pending.anonymous_id is not None:
+                anonymous_ids.add(pending.anonymous_id)
+            anonymous_ids.discard(pending.person_id)
+            for anonymous_id in sorted(anonymous_ids):
+                alias_partition = partition_for_key(anonymous_id.encode(), self.settings.person_partitions)
+                extra.append((len(found), self.keys.touchpoints(alias_partition, anonymous_id)))
+            found.append(touches)
 
         if extra:
             pipe = self.store.client.pipeline(transaction=False)
             for index, key in extra:
                 time_ms = due[index].time_ms
                 pipe.zrangebyscore(key, time_ms - lookback_ms, time_ms, withscores=True)
-            for (index, _), rows in zip(extra, await pipe.execute()):
-                for member, score in rows:
+            for (index, _), rows_of_key in zip(extra, await pipe.execute()):
+                for member, score in rows_of_key:
                     touch = decode_touch(member, score)
                     found[index].setdefault(touch.event_id, touch)
         return [list(touches.values()) for touches in found]
+
+    def _lookback_ms(self) -> int:
+        return max(self.processor.params.lookback_click_ms, self.processor.params.lookback_view_ms)
 
     def merge_coupon_redemptions(
         self, due: list[PendingConversion], state: "PartitionState"

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from roitrack.history import HistoryCredit, decode_totals, encode_totals, history_increments
+from roitrack.history import HistoryCredit, bucket_start_ms, decode_totals, encode_totals, history_increments
 from roitrack.roi import CampaignAggregate, SpendRecord, roi_metrics, window_label
 from roitrack.settings import Settings
 from roitrack.social import SocialAggregate
@@ -47,6 +47,7 @@ from streams.social import CampaignSocial, SocialBatch
 from streams.state import (
     FencedBatch,
     Rewind,
+    Round,
     StaleBatch,
     StateRolledBack,
     StateStore,
@@ -265,22 +266,32 @@ class RoiProcessor:
                 extra={"partition": partition, "dead_letters": len(dead)},
             )
 
-        # Drop credits applied before: same credit id seen within the horizon.
+        # Drop credits applied before: same credit id seen within the horizon. The
+        # same round reads the history buckets of every credit, fresh or not.
         seen_key = self.keys.seen_credits(partition)
-        fresh: list[dict[str, Any]] = []
-        if credits or social.facts:
-            ids = [value["credit_id"] for _, value in credits] + social.fact_ids()
-            with self.metrics.redis("dedup_read"):
-                scores = await self.store.client.zmscore(seen_key, ids)
-            seen = {seen_id for seen_id, score in zip(ids, scores) if score is not None}
+        fresh: list[tuple[dict[str, Any], int]] = []  # (credit, event time in ms)
+        credit_times = [parse_time_ms(value["event_time"]) for _, value in credits]
+        reads = Round(self.store.client)
+        history_reads = self._history_reads(reads, partition, credits, credit_times)
+        ids = [value["credit_id"] for _, value in credits] + social.fact_ids()
+        dedup_index = reads.command("ZMSCORE", seen_key, *ids) if ids else None
+        with self.metrics.redis("dedup_read"):
+            replies = await reads.execute()
+        stored_history = {
+            (campaign_id, start_ms): raw
+            for campaign_id, (index, starts) in history_reads.items()
+            for start_ms, raw in zip(starts, replies[index])
+        }
+        if dedup_index is not None:
+            seen = {seen_id for seen_id, score in zip(ids, replies[dedup_index]) if score is not None}
             batch_ids: set[str] = set()
-            for _, value in credits:
+            for (_, value), time_ms in zip(credits, credit_times):
                 credit_id = value["credit_id"]
                 if credit_id in seen or credit_id in batch_ids:
                     self.stats["duplicate_credits"] += 1
                     continue
                 batch_ids.add(credit_id)
-                fresh.append(value)
+                fresh.append((value, time_ms))
             self.social.drop_seen(social, seen)
 
         changed: set[str] = set()
@@ -289,8 +300,7 @@ class RoiProcessor:
         seen_pairs: list[str | int] = []
         history: list[HistoryCredit] = []
         try:
-            for value in fresh:
-                time_ms = parse_time_ms(value["event_time"])
+            for value, time_ms in fresh:
                 watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
                 seen_pairs.extend((wall_ms, value["credit_id"]))
                 if value.get("deal_id") is not None:
@@ -348,7 +358,7 @@ class RoiProcessor:
                 item for pair in encode_sources(moved).items() for item in pair
             ], group=2)
         if history:
-            await self._add_history(partition, batch, history)
+            await self._add_history(partition, batch, history, stored_history)
         # Deal events go out before the state that records them, so a crash sends them
         # again (same event ids) rather than never.
         await self.send(deal_events)
@@ -383,26 +393,46 @@ class RoiProcessor:
             self.metrics.duplicates.labels(settings.topic_credits).inc(len(credits) - len(fresh))
         return True
 
-    async def _add_history(self, partition: int, batch: FencedBatch, credits: Sequence[HistoryCredit]) -> None:
+    def _history_reads(
+        self, reads: Round, partition: int, credits: Sequence[tuple[Record, dict[str, Any]]], times: Sequence[int],
+    ) -> dict[str, tuple[int, list[int]]]:
+        """Queue an HMGET of the history buckets the credits fall in; return campaign -> (reply index, bucket starts)."""
+        bucket_s = self.settings.roi_history_bucket_s
+        starts_by_campaign: dict[str, set[int]] = defaultdict(set)
+        for (_, value), time_ms in zip(credits, times):
+            if value.get("deal_id") is None:
+                starts_by_campaign[value["campaign_id"]].add(bucket_start_ms(time_ms, bucket_s))
+        requested: dict[str, tuple[int, list[int]]] = {}
+        for campaign_id, starts_set in sorted(starts_by_campaign.items()):
+            starts = sorted(starts_set)
+            index = reads.command("HMGET", self.keys.history(partition, campaign_id), *(str(start) for start in starts))
+            requested[campaign_id] = (index, starts)
+        return requested
+
+    async def _add_history(
+        self, partition: int, batch: FencedBatch, credits: Sequence[HistoryCredit],
+        stored: dict[tuple[str, int], bytes | None],
+    ) -> None:
         """Add the credits to their stored history buckets, written with the batch.
 
-        The buckets are read here and written back whole in the fenced script.
-        That is safe because each campaign partition has one writer, and the
-        fence drops the whole write when another worker took the partition over.
+        ``stored`` holds the buckets read in the batch's first round. The buckets
+        are written back whole in the fenced script. That is safe because each
+        campaign partition has one writer, and the fence drops the whole write
+        when another worker took the partition over.
         """
         increments = history_increments(credits, self.settings.roi_history_bucket_s)
-        pipe = self.store.client.pipeline(transaction=False)
-        requested: list[tuple[str, list[int]]] = []
+        missing = sorted({(campaign_id, start) for campaign_id, buckets in increments.items() for start in buckets}
+                         - stored.keys())
+        if missing:  # not expected: the first round read every credit's bucket
+            pipe = self.store.client.pipeline(transaction=False)
+            for campaign_id, start in missing:
+                pipe.hget(self.keys.history(partition, campaign_id), str(start))
+            stored = {**stored, **dict(zip(missing, await pipe.execute()))}
         for campaign_id, buckets in sorted(increments.items()):
-            starts = sorted(buckets)
-            pipe.hmget(self.keys.history(partition, campaign_id), [str(start) for start in starts])
-            requested.append((campaign_id, starts))
-        stored = await pipe.execute()
-        for (campaign_id, starts), values in zip(requested, stored):
             fields: list[str | int | float | bytes] = []
-            for start_ms, raw in zip(starts, values):
-                totals = decode_totals(raw)
-                totals.merge(increments[campaign_id][start_ms])
+            for start_ms in sorted(buckets):
+                totals = decode_totals(stored[(campaign_id, start_ms)])
+                totals.merge(buckets[start_ms])
                 fields.extend((str(start_ms), encode_totals(totals)))
             batch.command_many("HSET", self.keys.history(partition, campaign_id), fields, group=2)
 
