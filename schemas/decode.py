@@ -21,6 +21,10 @@ _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(InputEvent)
 #: Validator of a whole batch message in one pydantic-core call. It accepts a
 #: list exactly when _EVENT_ADAPTER accepts each item, and stops at the first error.
 _BATCH_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(Annotated[list[InputEvent], Field(fail_fast=True)])
+# The adapters' pydantic-core validators, called directly: TypeAdapter.validate_python
+# adds 0.3 us of argument handling per call, a tenth of validating a click.
+_VALIDATE_EVENT = _EVENT_ADAPTER.validator.validate_python
+_VALIDATE_BATCH = _BATCH_ADAPTER.validator.validate_python
 _VALUE_PREVIEW_CHARS = 80
 
 
@@ -103,7 +107,7 @@ def validate_event(obj: Any, index: int | None, raw: bytes) -> StrictModel | Rej
             raw,
         )
     try:
-        return _EVENT_ADAPTER.validate_python(obj)  # type: ignore[no-any-return]
+        return _VALIDATE_EVENT(obj)  # type: ignore[no-any-return]
     except ValidationError as exc:
         return Rejected("invalid", _field_errors(exc, event_type), index, raw)
 
@@ -133,7 +137,7 @@ def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:
                 )
             ]
         try:
-            return _BATCH_ADAPTER.validate_python(payload)
+            return _VALIDATE_BATCH(payload)  # type: ignore[no-any-return]
         except ValidationError:
             # Validate event by event, so that every rejected event gets its own
             # field errors, index and raw bytes, and the valid ones still pass.

@@ -139,6 +139,15 @@ class TouchCandidate:
 
 
 @dataclass(slots=True)
+class _Ahead:
+    """The next partition run, classified while this worker waited for Redis."""
+
+    partition: int
+    records: Sequence[Record]
+    task: "asyncio.Task[tuple[PartitionState, FencedBatch, BatchPlan]]"
+
+
+@dataclass(slots=True)
 class BatchPlan:
     """The writes planned for one partition's batch, built before anything is written."""
 
@@ -190,6 +199,7 @@ class AttributionProcessor:
             position_last_share=settings.position_last_share,
         )
         self.partitions: dict[int, PartitionState] = {}
+        self._ahead: _Ahead | None = None
         self._finish_release = store.client.register_script(_RELEASE_LUA)
         self.metrics = store.metrics
         self.stats: dict[str, int] = defaultdict(int)
@@ -265,20 +275,36 @@ class AttributionProcessor:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
-        for partition, partition_records in sorted(by_partition.items()):
-            for run in split_by_bytes(partition_records, self.settings.batch_max_partition_bytes):
-                if not await self._process_partition(partition, run):
-                    break  # the partition reloads or reads again first, so its later runs come again
+        ordered = [(partition, split_by_bytes(partition_records, self.settings.batch_max_partition_bytes))
+                   for partition, partition_records in sorted(by_partition.items())]
+        try:
+            for position, (partition, runs) in enumerate(ordered):
+                following = ordered[position + 1] if position + 1 < len(ordered) else None
+                for number, run in enumerate(runs):
+                    upcoming = runs[number + 1] if number + 1 < len(runs) else None
+                    # A later run of the same partition depends on this one, so only
+                    # the next partition's first run is classified ahead.
+                    ahead = (following[0], following[1][0]) if upcoming is None and following is not None else None
+                    if not await self._process_partition(partition, run, ahead):
+                        break  # the partition reloads or reads again first, so its later runs come again
+        finally:
+            self._drop_ahead()
 
-    async def _process_partition(self, partition: int, records: Sequence[Record]) -> bool:
-        """Apply one run of a partition's records; return False when it was not applied."""
+    async def _process_partition(
+        self, partition: int, records: Sequence[Record], ahead: tuple[int, Sequence[Record]] | None = None,
+    ) -> bool:
+        """Apply one run of a partition's records; return False when it was not applied.
+
+        ``ahead`` is the next partition's run, which ``_ingest`` classifies while
+        it waits for this run's fenced write.
+        """
         state = await self._partition(partition)
         async with state.lock:
             try:
                 if offset_gap_topics("person", partition, records, state.offsets, state.continuity_checked):
                     await self._read_again(partition)
                     return False
-                if not await self._ingest(partition, state, records):
+                if not await self._ingest(partition, state, records, ahead):
                     return False  # the cached state was dropped; the next batch reloads it
                 await self._settle(partition, state)
                 return True
@@ -299,6 +325,50 @@ class AttributionProcessor:
             raw=orjson.dumps(event.model_dump(mode="json", exclude_none=True)),
             event_index=plan.event_index,
         ))
+
+    def _classify_ahead(self, partition: int, records: Sequence[Record]) -> None:
+        """Classify a later partition run in a task, which runs while this one waits for Redis.
+
+        Classifying reads only the partition's offsets and latest event times,
+        which change only when that partition's own run is applied, so the plan
+        stays valid until its run comes. A partition that is not loaded yet, or
+        that the release timer holds, is classified when its run comes.
+        """
+        self._drop_ahead()
+        state = self.partitions.get(partition)
+        if state is None or state.lock.locked():
+            return
+
+        async def classify() -> tuple[PartitionState, FencedBatch, BatchPlan]:
+            batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
+            return state, batch, self._classify(partition, state, records, batch)
+
+        self._ahead = _Ahead(partition, records, asyncio.ensure_future(classify()))
+
+    def _classified(self, partition: int, state: PartitionState, records: Sequence[Record]) -> tuple[FencedBatch, BatchPlan]:
+        """Return the run's fenced batch and plan: the one classified ahead when it still holds, else a new one."""
+        ahead = self._ahead
+        self._ahead = None
+        if ahead is not None:
+            task = ahead.task
+            if ahead.partition == partition and ahead.records is records and task.done() and not task.cancelled() \
+                    and task.exception() is None:
+                classified_state, batch, plan = task.result()
+                if classified_state is state:
+                    return batch, plan
+            elif not task.done():
+                task.cancel()
+        batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
+        return batch, self._classify(partition, state, records, batch)
+
+    def _drop_ahead(self) -> None:
+        ahead = self._ahead
+        self._ahead = None
+        if ahead is not None:
+            if not ahead.task.done():
+                ahead.task.cancel()
+            elif not ahead.task.cancelled():
+                ahead.task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
     def _classify(self, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch) -> BatchPlan:
         """Decode, validate and sort a partition's records into a plan; writes nothing."""
@@ -452,11 +522,13 @@ class AttributionProcessor:
             fresh.append(self._pending(event, now_s))
         return fresh
 
-    async def _ingest(self, partition: int, state: PartitionState, records: Sequence[Record]) -> bool:
+    async def _ingest(
+        self, partition: int, state: PartitionState, records: Sequence[Record],
+        ahead: tuple[int, Sequence[Record]] | None = None,
+    ) -> bool:
         """Apply a partition's records; return False when Redis rejected the batch and the state was dropped."""
         settings = self.settings
-        batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
-        plan = self._classify(partition, state, records, batch)
+        batch, plan = self._classified(partition, state, records)
         with self.metrics.redis("ingest_read"):
             probe = await self.probe.run(self._probe_request(plan), self.keys.seen_events(partition))
         new_pending = self._drop_repeats(plan, probe)
@@ -520,6 +592,8 @@ class AttributionProcessor:
             if latest_ms != state.max_event_ms.get(topic):
                 batch.command("HSET", batch.offsets_key, f"{MAX_EVENT_FIELD}:{topic}", latest_ms)
 
+        if ahead is not None:
+            self._classify_ahead(*ahead)
         try:
             await self.store.apply(batch)
         except StaleBatch as exc:
