@@ -84,6 +84,8 @@ def _require_iso_text(value: Any) -> Any:
         and value[10] == "T"
         and value[4] == value[7] == "-"
         and value[13] == value[16] == ":"
+        # Python 3.11's fromisoformat also takes a colon before the fraction; pydantic does not.
+        and (len(value) == 20 or value[19] == ".")
     ):
         try:
             return datetime.fromisoformat(value)

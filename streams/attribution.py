@@ -64,6 +64,7 @@ from streams.state import (
     StateStore,
     offset_gap_topics,
     partition_for_key,
+    raise_first,
     rewind_to_stored,
 )
 
@@ -136,6 +137,17 @@ class TouchCandidate:
     time_ms: int
     touch_class: str
     record: Record | None = None
+
+
+def _discard(task: "asyncio.Task[object]") -> None:
+    """Cancel a task classified ahead, or take its error, so asyncio does not log it as never retrieved.
+
+    An error there is not lost: the run it was for classifies again and meets it.
+    """
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 @dataclass(slots=True)
@@ -356,8 +368,7 @@ class AttributionProcessor:
                 classified_state, batch, plan = task.result()
                 if classified_state is state:
                     return batch, plan
-            elif not task.done():
-                task.cancel()
+            _discard(task)
         batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
         return batch, self._classify(partition, state, records, batch)
 
@@ -365,10 +376,7 @@ class AttributionProcessor:
         ahead = self._ahead
         self._ahead = None
         if ahead is not None:
-            if not ahead.task.done():
-                ahead.task.cancel()
-            elif not ahead.task.cancelled():
-                ahead.task.exception()  # retrieved, so asyncio does not log it as never retrieved
+            _discard(ahead.task)
 
     def _classify(self, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch) -> BatchPlan:
         """Decode, validate and sort a partition's records into a plan; writes nothing."""
@@ -811,11 +819,13 @@ class AttributionProcessor:
             release_index = writes.script(self._finish_release, keys, args)
         resolve_index = self.social.add_write(writes, referrals) if referrals is not None else None
         with self.metrics.redis("release_write"):
-            replies = await writes.execute()
-        if referrals is not None and resolve_index is not None:
+            replies = await writes.execute(raise_on_error=False)
+        # The two scripts are independent: record the one that ran before raising the other's error.
+        if referrals is not None and resolve_index is not None and not isinstance(replies[resolve_index], Exception):
             self.social.finish(state, referrals, int(replies[resolve_index]))
-        if release_index is not None:
+        if release_index is not None and not isinstance(replies[release_index], Exception):
             self._released(partition, state, members, len(due) - unattributed, unattributed, int(replies[release_index]))
+        raise_first(replies)
 
     def _released(
         self, partition: int, state: PartitionState, members: list[bytes], attributed: int, unattributed: int,

@@ -379,18 +379,34 @@ class Round:
     def __len__(self) -> int:
         return self._size
 
-    async def execute(self) -> list[Any]:
-        """Send the round and return the replies in queue order; raise the first error."""
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send the round and return the replies in queue order.
+
+        With ``raise_on_error`` it raises the first error. Without, an error is
+        returned in its reply's place, so that a caller whose round contains
+        independent writes can record the ones that succeeded before it raises
+        (``raise_first``).
+        """
         if not self._size:
             return []
         replies = list(await self._pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if isinstance(reply, NoScriptError) and index in self._scripts:
                 script, keys, args = self._scripts[index]
-                replies[index] = await script(keys=keys, args=args)
-            elif isinstance(reply, Exception):
-                raise reply
+                try:
+                    replies[index] = await script(keys=keys, args=args)
+                except Exception as exc:  # noqa: BLE001  # returned in its place, as the pipeline's own errors are
+                    replies[index] = exc
+        if raise_on_error:
+            raise_first(replies)
         return replies
+
+
+def raise_first(replies: Sequence[Any]) -> None:
+    """Raise the first error among a round's replies, if any."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 class StaleBatch(Exception):

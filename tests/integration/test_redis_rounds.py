@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -88,13 +90,13 @@ def test_partition_batch_settles_in_four_round_trips(settings: Settings, monkeyp
         finally:
             await store.close()
 
-    made, sink, processor = asyncio.run(scenario())
+    trips_made, sink, processor = asyncio.run(scenario())
     credits = [item for value in sink.on(settings.topic_credits) for item in (value if isinstance(value, list) else [value])]
     assert sum(Decimal(item["revenue"]["last_touch"]) for item in credits if item.get("type") == "credit") == 40
     state = processor.partitions[partition_for_key(b"ann", PARTITIONS)]
     assert not state.pending, "the purchase was not released"
     assert not state.referrals, "the purchase's referral decision was not made"
-    assert made == 4
+    assert trips_made == 4
 
 
 def test_roi_batch_reads_in_one_round(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,16 +123,16 @@ def test_roi_batch_reads_in_one_round(settings: Settings, monkeypatch: pytest.Mo
             await processor.process([credit("p0")])
             before = trips.count
             await processor.process([credit("p1"), credit("p2")])
-            made = trips.count - before
+            trips_made = trips.count - before
             history = await store.client.hgetall(store.keys.history(1, "spring"))
-            return made, history
+            return trips_made, history
         finally:
             await store.close()
 
-    made, history = asyncio.run(scenario())
+    trips_made, history = asyncio.run(scenario())
     (bucket,) = history.values()
     assert orjson.loads(bucket)["r"]["last_touch"] == "60"
-    assert made == 2
+    assert trips_made == 2
 
 
 def test_round_runs_a_flushed_script_again() -> None:
@@ -183,3 +185,79 @@ def test_round_raises_a_command_error(redis_url: str) -> None:
     finally:
         sync.delete(key)
         sync.close()
+
+
+def test_failed_referral_write_keeps_release_counted(settings: Settings) -> None:
+    """The write round's two scripts are independent: when one fails, the other's conversions are still counted."""
+    purchase = {"type": "purchase", "event_id": "p1", "event_time": "2026-11-02T10:05:00Z", "user_id": "ann",
+                "order_id": "o1", "amount": "40", "currency": "EUR"}
+
+    async def scenario() -> tuple[BaseException | None, int, float | None, int]:
+        store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
+        try:
+            processor = AttributionProcessor(settings, store, Sink())
+            # Stands for any error of the referral script in the write round (a busy or killed script, OOM).
+            processor.social._resolve = store.client.register_script("return redis.error_reply('resolve failed')")
+            raised = None
+            try:
+                await processor.process([
+                    person_record(settings, settings.topic_touchpoints, 0, click("c1", 0)),
+                    person_record(settings, settings.topic_conversions, 0, purchase),
+                ])
+            except ResponseError as exc:
+                raised = exc
+            counter = processor.metrics.registry.get_sample_value(
+                "roitrack_attribution_events_total", {"outcome": "conversions_attributed"})
+            pending = await store.client.zcard(store.keys.pending(partition_for_key(b"ann", PARTITIONS)))
+            return raised, processor.stats["conversions_attributed"], counter, pending
+        finally:
+            await store.close()
+
+    raised, counted, counter, pending = asyncio.run(scenario())
+    assert raised is not None and "resolve failed" in str(raised)
+    assert pending == 0  # the release script ran
+    assert counted == 1
+    assert counter == 1
+
+
+def test_failed_plan_ahead_is_retrieved(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """A plan classified ahead that raised, for a run that reads its partition again instead, logs no asyncio error."""
+    partitions = 4
+    gap_settings = settings.model_copy(update={"person_partitions": partitions})
+
+    def person_on(partition: int) -> str:
+        return next(f"p{number}" for number in range(1000)
+                    if partition_for_key(f"p{number}".encode(), partitions) == partition)
+
+    def record(partition: int, offset: int) -> Record:
+        person = person_on(partition)
+        event = {"type": "click", "event_id": f"c{partition}", "event_time": "2026-11-02T10:01:00Z",
+                 "user_id": person, "campaign_id": "spring", "channel": "instagram"}
+        return Record(settings.topic_touchpoints, partition, offset, person.encode(), orjson.dumps(event))
+
+    class Failing(AttributionProcessor):
+        armed = False
+
+        def _classify(self, partition: int, *args: Any) -> Any:
+            if partition == 2 and self.armed:
+                raise RuntimeError("classify failed for partition 2")
+            return super()._classify(partition, *args)
+
+    async def scenario() -> None:
+        store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
+        try:
+            processor = Failing(gap_settings, store, Sink())
+            for partition in (1, 2, 3):
+                await processor.load(partition)
+            processor.armed = True
+            # Partition 2 resumes past a gap (offset 5, nothing stored), so its run reads it again and
+            # never classifies. Partition 3's run then drops the failed plan.
+            await processor.process([record(1, 0), record(2, 5), record(3, 0)])
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(scenario())
+        gc.collect()
+
+    assert [entry.getMessage() for entry in caplog.records if entry.name == "asyncio"] == []
