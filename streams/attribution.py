@@ -142,7 +142,7 @@ class TouchCandidate:
 def _discard(task: "asyncio.Task[object]") -> None:
     """Cancel a task classified ahead, or take its error, so asyncio does not log it as never retrieved.
 
-    An error there is not lost: the run it was for classifies again and meets it.
+    An error there is not lost: the run it was for classifies again and raises it again.
     """
     if not task.done():
         task.cancel()
@@ -358,7 +358,7 @@ class AttributionProcessor:
         self._ahead = _Ahead(partition, records, asyncio.ensure_future(classify()))
 
     def _classified(self, partition: int, state: PartitionState, records: Sequence[Record]) -> tuple[FencedBatch, BatchPlan]:
-        """Return the run's fenced batch and plan: the one classified ahead when it still holds, else a new one."""
+        """Return the run's fenced batch and plan: the one classified ahead when it is still valid, else a new one."""
         ahead = self._ahead
         self._ahead = None
         if ahead is not None:

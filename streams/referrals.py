@@ -16,7 +16,7 @@ The attribution agent calls these hooks:
   two rules as conversions (see ``streams.release``). Per person, in
   event-time order, ``roitrack.referrals.resolve_referral`` decides them
   against the code's owner and the person's stored referrer and first
-  purchase. The facts are sent first; then one script removes the referrals
+  purchase. The facts are sent first. Then one script removes the referrals
   from the queue and, for each one it removed, stores the person's new facts
   and counts it.
 
@@ -334,7 +334,7 @@ class PersonSocial:
             )
 
     def decide(self, decisions: ReferralDecisions, replies: list[Any]) -> None:
-        """Decide the due referrals from the replies of ``add_reads``; see the module docstring."""
+        """Decide the due referrals from the replies of ``add_reads``, as the module docstring describes."""
         results = [replies[index] for index in decisions.read_indexes]
         codes = decisions.codes
         owners = {code: decode_owner(raw) for code, raw in zip(codes, results[0]) if raw is not None} if codes else {}
@@ -376,7 +376,10 @@ class PersonSocial:
         decisions.write = (keys, args)
 
     def add_write(self, writes: Round, decisions: ReferralDecisions) -> int | None:
-        """Queue the script that removes the decided referrals and stores their facts; None when none was decided."""
+        """Queue the script that removes the decided referrals and stores their facts, and return its reply index.
+
+        Returns None when no referral was decided.
+        """
         if not decisions.decided:
             return None
         keys, args = decisions.write

@@ -396,7 +396,7 @@ class RoiProcessor:
     def _history_reads(
         self, reads: Round, partition: int, credits: Sequence[tuple[Record, dict[str, Any]]], times: Sequence[int],
     ) -> dict[str, tuple[int, list[int]]]:
-        """Queue an HMGET of the history buckets the credits fall in; return campaign -> (reply index, bucket starts)."""
+        """Queue an HMGET of the history buckets the credits fall in, and return campaign -> (reply index, bucket starts)."""
         bucket_s = self.settings.roi_history_bucket_s
         starts_by_campaign: dict[str, set[int]] = defaultdict(set)
         for (_, value), time_ms in zip(credits, times):

@@ -118,7 +118,7 @@ async def run_processor(settings: Settings, runs: list[list[Record]], one_call_p
         await store.close()
 
 
-def test_partitions_classified_ahead_give_the_same_result(redis_url: str, namespaces: list[str]) -> None:
+def test_classify_ahead_same_result(redis_url: str, namespaces: list[str]) -> None:
     together_settings = settings_for(redis_url, namespaces[0])
     apart_settings = settings_for(redis_url, namespaces[1])
 
@@ -135,7 +135,7 @@ def test_partitions_classified_ahead_give_the_same_result(redis_url: str, namesp
     assert together_stored == apart_stored
 
 
-def test_plan_of_a_dropped_partition_is_not_used(redis_url: str, namespaces: list[str]) -> None:
+def test_dropped_partition_classified_again(redis_url: str, namespaces: list[str]) -> None:
     """A partition whose cached state was dropped after it was classified ahead is loaded and classified again."""
     dropped_settings = settings_for(redis_url, namespaces[0])
     apart_settings = settings_for(redis_url, namespaces[1])

@@ -67,7 +67,7 @@ def click(event_id: str, minute: int) -> dict[str, Any]:
             "user_id": "ann", "campaign_id": "spring", "channel": "instagram"}
 
 
-def test_partition_batch_settles_in_four_round_trips(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_releasing_run_four_round_trips(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Probe, fenced write, one read round and one write round, for a batch that releases a conversion."""
     purchase = {"type": "purchase", "event_id": "p1", "event_time": "2026-11-02T10:05:00Z", "user_id": "ann",
                 "order_id": "o1", "amount": "40", "currency": "EUR"}
@@ -99,7 +99,7 @@ def test_partition_batch_settles_in_four_round_trips(settings: Settings, monkeyp
     assert trips_made == 4
 
 
-def test_roi_batch_reads_in_one_round(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_roi_run_two_round_trips(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch of new credits of a known campaign: one read round (dedup and history), then the fenced write."""
 
     def credit(conversion_id: str) -> Record:
@@ -135,7 +135,7 @@ def test_roi_batch_reads_in_one_round(settings: Settings, monkeypatch: pytest.Mo
     assert trips_made == 2
 
 
-def test_round_runs_a_flushed_script_again() -> None:
+def test_round_reruns_flushed_script() -> None:
     """After SCRIPT FLUSH the script call runs again on its own; the commands around it keep their replies."""
     local = LocalRedis()  # its own server: SCRIPT FLUSH empties the script cache of every client
     key = "rt-rounds-counter"
@@ -164,7 +164,7 @@ def test_round_runs_a_flushed_script_again() -> None:
     assert loaded
 
 
-def test_round_raises_a_command_error(redis_url: str) -> None:
+def test_round_raises_command_error(redis_url: str) -> None:
     key = f"rt-rounds-{uuid.uuid4().hex[:8]}"
     sync = redis.Redis.from_url(redis_url)
     sync.set(key, "text")
@@ -187,7 +187,7 @@ def test_round_raises_a_command_error(redis_url: str) -> None:
         sync.close()
 
 
-def test_failed_referral_write_keeps_release_counted(settings: Settings) -> None:
+def test_failed_referral_write_keeps_counts(settings: Settings) -> None:
     """The write round's two scripts are independent: when one fails, the other's conversions are still counted."""
     purchase = {"type": "purchase", "event_id": "p1", "event_time": "2026-11-02T10:05:00Z", "user_id": "ann",
                 "order_id": "o1", "amount": "40", "currency": "EUR"}
@@ -220,7 +220,7 @@ def test_failed_referral_write_keeps_release_counted(settings: Settings) -> None
     assert counter == 1
 
 
-def test_failed_plan_ahead_is_retrieved(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_ahead_plan_retrieved(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     """A plan classified ahead that raised, for a run that reads its partition again instead, logs no asyncio error."""
     partitions = 4
     gap_settings = settings.model_copy(update={"person_partitions": partitions})
