@@ -293,10 +293,11 @@ class AttributionProcessor:
             for position, (partition, runs) in enumerate(ordered):
                 following = ordered[position + 1] if position + 1 < len(ordered) else None
                 for number, run in enumerate(runs):
-                    upcoming = runs[number + 1] if number + 1 < len(runs) else None
                     # A later run of the same partition depends on this one, so only
                     # the next partition's first run is classified ahead.
-                    ahead = (following[0], following[1][0]) if upcoming is None and following is not None else None
+                    ahead = None
+                    if number == len(runs) - 1 and following is not None:
+                        ahead = (following[0], following[1][0])
                     if not await self._process_partition(partition, run, ahead):
                         break  # the partition reloads or reads again first, so its later runs come again
         finally:
@@ -363,8 +364,8 @@ class AttributionProcessor:
         self._ahead = None
         if ahead is not None:
             task = ahead.task
-            if ahead.partition == partition and ahead.records is records and task.done() and not task.cancelled() \
-                    and task.exception() is None:
+            finished = task.done() and not task.cancelled() and task.exception() is None
+            if finished and ahead.partition == partition and ahead.records is records:
                 classified_state, batch, plan = task.result()
                 if classified_state is state:
                     return batch, plan
@@ -818,6 +819,8 @@ class AttributionProcessor:
             keys = [self.keys.pending(partition), self.keys.person_stats(partition), *(key for key, _, _ in index)]
             release_index = writes.script(self._finish_release, keys, args)
         resolve_index = self.social.add_write(writes, referrals) if referrals is not None else None
+        if not len(writes):
+            return  # the due referrals all wait for their codes' shares
         with self.metrics.redis("release_write"):
             replies = await writes.execute(raise_on_error=False)
         # The two scripts are independent: record the one that ran before raising the other's error.

@@ -358,7 +358,7 @@ class RoiProcessor:
                 item for pair in encode_sources(moved).items() for item in pair
             ], group=2)
         if history:
-            await self._add_history(partition, batch, history, stored_history)
+            self._add_history(partition, batch, history, stored_history)
         # Deal events go out before the state that records them, so a crash sends them
         # again (same event ids) rather than never.
         await self.send(deal_events)
@@ -409,25 +409,19 @@ class RoiProcessor:
             requested[campaign_id] = (index, starts)
         return requested
 
-    async def _add_history(
+    def _add_history(
         self, partition: int, batch: FencedBatch, credits: Sequence[HistoryCredit],
         stored: dict[tuple[str, int], bytes | None],
     ) -> None:
         """Add the credits to their stored history buckets, written with the batch.
 
-        ``stored`` holds the buckets read in the batch's first round. The buckets
+        ``stored`` contains the buckets read in the batch's first round, which
+        ``_history_reads`` queued for every credit that is not a deal's. The buckets
         are written back whole in the fenced script. That is safe because each
         campaign partition has one writer, and the fence drops the whole write
         when another worker took the partition over.
         """
         increments = history_increments(credits, self.settings.roi_history_bucket_s)
-        missing = sorted({(campaign_id, start) for campaign_id, buckets in increments.items() for start in buckets}
-                         - stored.keys())
-        if missing:  # not expected: the first round read every credit's bucket
-            pipe = self.store.client.pipeline(transaction=False)
-            for campaign_id, start in missing:
-                pipe.hget(self.keys.history(partition, campaign_id), str(start))
-            stored = {**stored, **dict(zip(missing, await pipe.execute()))}
         for campaign_id, buckets in sorted(increments.items()):
             fields: list[str | int | float | bytes] = []
             for start_ms in sorted(buckets):

@@ -352,9 +352,9 @@ class Round:
     On a standalone server that is one round trip, which costs this worker
     about 100 us of CPU time whatever it carries (docs/benchmarks.md), so the
     agents gather a partition's independent reads, and its independent writes,
-    into one round each. A script goes in as EVALSHA; when the server does not
-    hold it (after a restart or a ``SCRIPT FLUSH``), that call alone runs again
-    through its ``AsyncScript``, which loads it. The other replies stand, so
+    into one round each. A script goes in as EVALSHA. When the server does not
+    have it (after a restart or a ``SCRIPT FLUSH``), that call alone runs again
+    through its ``AsyncScript``, which loads it. The other replies are kept, so
     callers put only calls whose order does not matter into one round.
     """
 
@@ -364,13 +364,13 @@ class Round:
         self._size = 0
 
     def command(self, *args: str | int | bytes) -> int:
-        """Queue one command, such as ``("HMGET", key, *fields)``; return its reply's index."""
+        """Queue one command, such as ``("HMGET", key, *fields)``, and return its reply's index."""
         self._pipe.execute_command(*args)
         self._size += 1
         return self._size - 1
 
     def script(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> int:
-        """Queue one call of a registered script; return its reply's index."""
+        """Queue one call of a registered script, and return its reply's index."""
         self._pipe.evalsha(script.sha, len(keys), *keys, *args)
         self._scripts[self._size] = (script, keys, args)
         self._size += 1
