@@ -8,8 +8,9 @@ size the worker's batches had in ``make bench`` (1,580 single-event or 660 batch
 messages per call). The
 credits it sends go straight to ``RoiProcessor.process``; every other output is
 dropped. Redis is real: ``--redis-url``, default the local server, under a
-namespace of its own that is deleted at the end. It prints the processors' CPU
-time per event and the garbage collections during the replay.
+namespace of its own that is deleted at the end. It prints the processors' events
+per CPU second, their events per second by the clock (which adds the time they
+waited for Redis), and the garbage collections during the replay.
 
 It measures the code this repository owns, quickly and without the noise of a
 broker on the same cores, so it suits comparing two versions of a change. The
@@ -78,8 +79,8 @@ def build_records(settings: Settings, mode: str, events: int, seed: int) -> tupl
     return records, len(planned)
 
 
-async def replay(settings: Settings, records: Sequence[Record], batch_records: int) -> tuple[float, int]:
-    """Process the records; return the CPU seconds it took and the conversions attributed."""
+async def replay(settings: Settings, records: Sequence[Record], batch_records: int) -> tuple[float, float, int]:
+    """Process the records; return the CPU and clock seconds it took and the conversions attributed."""
     credits: list[Record] = []
     credit_offsets: dict[int, int] = defaultdict(int)
 
@@ -102,13 +103,14 @@ async def replay(settings: Settings, records: Sequence[Record], batch_records: i
         attribution = AttributionProcessor(settings, store, send_attribution_output)
         roi = RoiProcessor(settings, store, drop)
         started_cpu_s = time.process_time()
+        started_s = time.perf_counter()
         for start in range(0, len(records), batch_records):
             await attribution.process(records[start : start + batch_records])
             if credits:
                 await roi.process(list(credits))
                 credits.clear()
         cpu_s = time.process_time() - started_cpu_s
-        return cpu_s, attribution.stats["conversions_attributed"]
+        return cpu_s, time.perf_counter() - started_s, attribution.stats["conversions_attributed"]
     finally:
         await store.close()
 
@@ -141,10 +143,11 @@ def main() -> None:
     print(f"replaying {events:,} events in {len(records):,} messages ({args.mode}) into Redis namespace {namespace}",
           flush=True)
     try:
-        cpu_s, attributed = asyncio.run(replay(settings, records, BATCH_RECORDS[args.mode]))
+        cpu_s, clock_s, attributed = asyncio.run(replay(settings, records, BATCH_RECORDS[args.mode]))
     finally:
         delete_namespace(args.redis_url, namespace)
     print(f"{args.mode}: {events / cpu_s:,.0f} events per CPU second ({cpu_s:.2f} CPU s), "
+          f"{events / clock_s:,.0f} by the clock ({clock_s:.2f} s), "
           f"{attributed:,} conversions attributed, {collections[0]} garbage collections")
 
 

@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import orjson
 
@@ -72,6 +72,10 @@ from streams.state import (
 __all__ = ["AttributionProcessor", "PendingConversion", "decode_touch", "encode_touch"]
 
 log = logging.getLogger(__name__)
+
+#: Message bytes classified ahead between two pauses (about 2 ms of work): a pause lets
+#: the event loop send the rest of a large Redis request and read replies.
+CLASSIFY_SLICE_BYTES = 64 * 1024
 
 WATERMARK_FIELD = "_watermark_ms"
 MAX_EVENT_FIELD = "_max_event_ms"
@@ -139,10 +143,10 @@ class TouchCandidate:
     record: Record | None = None
 
 
-def _discard(task: "asyncio.Task[object]") -> None:
-    """Cancel a task classified ahead, or take its error, so asyncio does not log it as never retrieved.
+def _discard(task: "asyncio.Task[Any]") -> None:
+    """Cancel the task of the run ahead, or take its error, so asyncio does not log it as never retrieved.
 
-    An error there is not lost: the run it was for classifies again and raises it again.
+    An error there is not lost: the run it was for classifies and probes again and raises it again.
     """
     if not task.done():
         task.cancel()
@@ -152,11 +156,11 @@ def _discard(task: "asyncio.Task[object]") -> None:
 
 @dataclass(slots=True)
 class _Ahead:
-    """The next partition run, classified while this worker waited for Redis."""
+    """The next partition run, classified and probed while this worker waited for Redis."""
 
     partition: int
     records: Sequence[Record]
-    task: "asyncio.Task[tuple[PartitionState, FencedBatch, BatchPlan]]"
+    task: "asyncio.Task[tuple[PartitionState, FencedBatch, BatchPlan, ProbeResult]]"
 
 
 @dataclass(slots=True)
@@ -340,38 +344,56 @@ class AttributionProcessor:
         ))
 
     def _classify_ahead(self, partition: int, records: Sequence[Record]) -> None:
-        """Classify a later partition run in a task, which runs while this one waits for Redis.
+        """Classify and probe a later partition run in a task, which runs while this one waits for Redis.
 
         Classifying reads only the partition's offsets and latest event times,
-        which change only when that partition's own run is applied, so the plan
-        stays valid until its run comes. A partition that is not loaded yet, or
-        that the release timer holds, is classified when its run comes.
+        and the probe reads its touchpoint keys and seen ids. Only the
+        partition's own run changes them, and it comes after this one, so the
+        plan and the probe stay valid until then; the release timer writes none
+        of them. A partition that is not loaded yet, or that the release timer
+        holds, is classified when its run comes.
         """
         self._drop_ahead()
         state = self.partitions.get(partition)
         if state is None or state.lock.locked():
             return
 
-        async def classify() -> tuple[PartitionState, FencedBatch, BatchPlan]:
+        async def classify() -> tuple[PartitionState, FencedBatch, BatchPlan, ProbeResult]:
             batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
-            return state, batch, self._classify(partition, state, records, batch)
+            plan = BatchPlan(max_event_ms=dict(state.max_event_ms))
+            # Each pause lets the event loop finish sending this run's write, and read its reply.
+            for _ in self._classifying(plan, partition, state, records, batch):
+                await asyncio.sleep(0)
+            return state, batch, plan, await self._run_probe(partition, plan)
 
         self._ahead = _Ahead(partition, records, asyncio.ensure_future(classify()))
 
-    def _classified(self, partition: int, state: PartitionState, records: Sequence[Record]) -> tuple[FencedBatch, BatchPlan]:
-        """Return the run's fenced batch and plan: the one classified ahead when it is still valid, else a new one."""
+    async def _run_probe(self, partition: int, plan: BatchPlan) -> ProbeResult:
+        with self.metrics.redis("ingest_read"):
+            return await self.probe.run(self._probe_request(plan), self.keys.seen_events(partition))
+
+    async def _planned(
+        self, partition: int, state: PartitionState, records: Sequence[Record],
+    ) -> tuple[FencedBatch, BatchPlan, ProbeResult]:
+        """Return the run's fenced batch, plan and probe: those made ahead when still valid, else new ones."""
         ahead = self._ahead
         self._ahead = None
         if ahead is not None:
             task = ahead.task
-            finished = task.done() and not task.cancelled() and task.exception() is None
-            if finished and ahead.partition == partition and ahead.records is records:
-                classified_state, batch, plan = task.result()
-                if classified_state is state:
-                    return batch, plan
+            if ahead.partition == partition and ahead.records is records:
+                try:
+                    await asyncio.wait((task,))
+                except BaseException:
+                    _discard(task)
+                    raise
+                if not task.cancelled() and task.exception() is None:
+                    classified_state, batch, plan, probe = task.result()
+                    if classified_state is state:
+                        return batch, plan, probe
             _discard(task)
         batch = FencedBatch(self.keys.offsets(self.keys.person_tag(partition)))
-        return batch, self._classify(partition, state, records, batch)
+        plan = self._classify(partition, state, records, batch)
+        return batch, plan, await self._run_probe(partition, plan)
 
     def _drop_ahead(self) -> None:
         ahead = self._ahead
@@ -381,11 +403,24 @@ class AttributionProcessor:
 
     def _classify(self, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch) -> BatchPlan:
         """Decode, validate and sort a partition's records into a plan; writes nothing."""
-        settings = self.settings
         plan = BatchPlan(max_event_ms=dict(state.max_event_ms))
+        for _ in self._classifying(plan, partition, state, records, batch):
+            pass
+        return plan
+
+    def _classifying(
+        self, plan: BatchPlan, partition: int, state: PartitionState, records: Sequence[Record], batch: FencedBatch,
+    ) -> Iterator[None]:
+        """Classify the records into ``plan``, pausing after about every ``CLASSIFY_SLICE_BYTES`` of values."""
+        settings = self.settings
         wall_ms = int(time.time() * 1000)
         future_limit_ms = wall_ms + settings.max_future_skew_s * 1000
+        unpaused = 0
         for record in records:
+            if unpaused >= CLASSIFY_SLICE_BYTES:
+                unpaused = 0
+                yield
+            unpaused += len(record.value or b"")
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue  # applied before a restart or a rebalance
             batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
@@ -408,7 +443,6 @@ class AttributionProcessor:
                     field="type", value=getattr(item, "type", None),
                     reason=f"event type does not belong on topic {record.topic}; send it to its own topic",
                 ), "attribution.route", item)
-        return plan
 
     def _classify_person_event(
         self,
@@ -537,9 +571,7 @@ class AttributionProcessor:
     ) -> bool:
         """Apply a partition's records; return False when Redis rejected the batch and the state was dropped."""
         settings = self.settings
-        batch, plan = self._classified(partition, state, records)
-        with self.metrics.redis("ingest_read"):
-            probe = await self.probe.run(self._probe_request(plan), self.keys.seen_events(partition))
+        batch, plan, probe = await self._planned(partition, state, records)
         new_pending = self._drop_repeats(plan, probe)
         with self.metrics.redis("flood_check"):
             plan.touches, flooded = await self.flood.filter(plan.touches, probe.window_clicks)

@@ -25,11 +25,12 @@ def test_replay_attributes_every_purchase(redis_url: str, mode: str) -> None:
             value = orjson.loads(record.value or b"")
             purchases += len(value) if isinstance(value, list) else 1
     try:
-        cpu_s, attributed = asyncio.run(replay(settings, records, BATCH_RECORDS[mode]))
+        cpu_s, clock_s, attributed = asyncio.run(replay(settings, records, BATCH_RECORDS[mode]))
     finally:
         delete_namespace(redis_url, namespace)
 
     assert events >= 2_000
     assert purchases > 0
     assert cpu_s > 0
+    assert clock_s > 0
     assert attributed == purchases

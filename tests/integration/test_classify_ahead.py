@@ -12,7 +12,7 @@ import pytest
 
 from bench.services import delete_namespace
 from roitrack.settings import Settings
-from streams.attribution import AttributionProcessor
+from streams.attribution import CLASSIFY_SLICE_BYTES, AttributionProcessor
 from streams.records import Record
 from streams.state import Keys, StateStore, connect, partition_for_key
 from tests.integration.test_state_fencing import Sink
@@ -66,17 +66,26 @@ def credit_totals(sink: Sink, settings: Settings) -> dict[str, str]:
 
 
 class Counting(AttributionProcessor):
-    """Records which partitions were classified ahead, in a task of their own, and which in their run."""
+    """Records which partitions were classified and probed ahead, in a task of their own, and which in their run."""
 
     ahead_partitions: list[int]
     inline_partitions: list[int]
+    probed_ahead: list[int]
+    probed_inline: list[int]
 
-    def _classify(self, partition: int, *args: Any) -> Any:
+    def _classifying(self, plan: Any, partition: int, *args: Any) -> Any:
         if asyncio.current_task() is not getattr(self, "main_task", None):
             self.ahead_partitions.append(partition)
         else:
             self.inline_partitions.append(partition)
-        return super()._classify(partition, *args)
+        return super()._classifying(plan, partition, *args)
+
+    async def _run_probe(self, partition: int, plan: Any) -> Any:
+        if asyncio.current_task() is not getattr(self, "main_task", None):
+            self.probed_ahead.append(partition)
+        else:
+            self.probed_inline.append(partition)
+        return await super()._run_probe(partition, plan)
 
 
 async def run_processor(settings: Settings, runs: list[list[Record]], one_call_per_partition: bool,
@@ -86,11 +95,14 @@ async def run_processor(settings: Settings, runs: list[list[Record]], one_call_p
     processor = Counting(settings, store, sink)
     processor.ahead_partitions = []
     processor.inline_partitions = []
+    processor.probed_ahead = []
+    processor.probed_inline = []
     processor.main_task = asyncio.current_task()  # type: ignore[attr-defined]
     try:
         await processor.process(runs[0])
-        processor.ahead_partitions.clear()
-        processor.inline_partitions.clear()
+        for calls in (processor.ahead_partitions, processor.inline_partitions,
+                      processor.probed_ahead, processor.probed_inline):
+            calls.clear()
         if drop_before is not None:
             apply = store.apply
 
@@ -126,10 +138,13 @@ def test_classify_ahead_same_result(redis_url: str, namespaces: list[str]) -> No
         run_processor(together_settings, batches(together_settings), False))
     apart, apart_processor, apart_stored = asyncio.run(run_processor(apart_settings, batches(apart_settings), True))
 
-    # Every partition after the first was classified during the one before it, and not again.
+    # Every partition after the first was classified and probed during the one before it, and not again.
     assert processor.ahead_partitions == [1, 2, 3]
     assert processor.inline_partitions == [0]
+    assert processor.probed_ahead == [1, 2, 3]
+    assert processor.probed_inline == [0]
     assert apart_processor.ahead_partitions == []
+    assert apart_processor.probed_inline == [0, 1, 2, 3]
     assert credit_totals(together, together_settings) == credit_totals(apart, apart_settings)
     assert len(credit_totals(together, together_settings)) == len(PEOPLE[::2]) * 3  # one credit per campaign touched
     assert together_stored == apart_stored
@@ -146,6 +161,62 @@ def test_dropped_partition_classified_again(redis_url: str, namespaces: list[str
 
     assert processor.ahead_partitions == [1, 2, 3]
     assert processor.inline_partitions == [0, 2]  # partition 2 was loaded again and classified again
+    assert processor.probed_inline == [0, 2]  # and probed again
 
     assert credit_totals(dropped, dropped_settings) == credit_totals(apart, apart_settings)
     assert dropped_stored == apart_stored
+
+
+class Ordering(AttributionProcessor):
+    """Records when a partition run's fenced write returned and when a partition finished classifying."""
+
+    steps: list[tuple[str, int]]
+
+    def _classifying(self, plan: Any, partition: int, *args: Any) -> Any:
+        yield from super()._classifying(plan, partition, *args)
+        self.steps.append(("classified", partition))
+
+
+def test_write_returns_while_long_run_classified_ahead(redis_url: str, namespaces: list[str]) -> None:
+    """A long run classified ahead pauses, so the write of the run before it is sent and answered meanwhile.
+
+    Without the pauses, a large write waited in the socket buffer until the
+    whole next run was classified, and Redis started it only then.
+    """
+    settings = settings_for(redis_url, namespaces[0])
+    people = {partition: [person for person in PEOPLE if partition_for_key(person.encode(), PARTITIONS) == partition]
+              for partition in (0, 1)}
+
+    def message(partition: int, offset: int, events: int) -> Record:
+        body = [{"type": "click", "event_id": f"c-{partition}-{offset}-{number}",
+                 "event_time": f"2026-11-02T10:{number % 60:02d}:00Z",
+                 "user_id": people[partition][number % len(people[partition])],
+                 "campaign_id": f"camp-{number % 3}", "channel": "instagram"} for number in range(events)]
+        return Record(settings.topic_touchpoints, partition, offset, b"", orjson.dumps(body))
+
+    long_run = [message(1, offset, 50) for offset in range(1, 201)]
+    assert sum(len(record.value or b"") for record in long_run) > 4 * CLASSIFY_SLICE_BYTES
+
+    async def scenario() -> list[tuple[str, int]]:
+        store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
+        processor = Ordering(settings, store, Sink())
+        processor.steps = []
+        apply = store.apply
+        partition_of = {store.keys.offsets(store.keys.person_tag(partition)): partition for partition in (0, 1)}
+
+        async def recorded_apply(batch: Any) -> None:
+            await apply(batch)
+            processor.steps.append(("applied", partition_of[batch.offsets_key]))
+
+        try:
+            await processor.process([message(0, 0, 1), message(1, 0, 1)])  # loads both partitions
+            processor.steps.clear()
+            store.apply = recorded_apply  # type: ignore[method-assign]
+            await processor.process([message(0, 1, 50), *long_run])
+            return processor.steps
+        finally:
+            await store.close()
+
+    steps = asyncio.run(scenario())
+    assert steps.index(("applied", 0)) < steps.index(("classified", 1)), steps
+    assert steps[-1] == ("applied", 1)

@@ -72,7 +72,7 @@ def replay_with_bound(settings: Settings, records: list[Record]) -> tuple[int, C
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(StateStore, "apply", counting_apply)
         try:
-            _, attributed = asyncio.run(replay(settings, records, 480))
+            _, _, attributed = asyncio.run(replay(settings, records, 480))
             state = stored_state(redis_url, namespace)
         finally:
             delete_namespace(redis_url, namespace)

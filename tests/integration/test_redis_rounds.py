@@ -238,10 +238,10 @@ def test_failed_ahead_plan_retrieved(settings: Settings, caplog: pytest.LogCaptu
     class Failing(AttributionProcessor):
         armed = False
 
-        def _classify(self, partition: int, *args: Any) -> Any:
+        def _classifying(self, plan: Any, partition: int, *args: Any) -> Any:
             if partition == 2 and self.armed:
                 raise RuntimeError("classify failed for partition 2")
-            return super()._classify(partition, *args)
+            return super()._classifying(plan, partition, *args)
 
     async def scenario() -> None:
         store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
