@@ -381,11 +381,12 @@ class AttributionProcessor:
         if ahead is not None:
             task = ahead.task
             if ahead.partition == partition and ahead.records is records:
-                try:
-                    await asyncio.wait((task,))
-                except BaseException:
-                    _discard(task)
-                    raise
+                if not task.done():
+                    try:
+                        await asyncio.wait((task,))
+                    except BaseException:
+                        _discard(task)
+                        raise
                 if not task.cancelled() and task.exception() is None:
                     classified_state, batch, plan, probe = task.result()
                     if classified_state is state:
