@@ -177,8 +177,8 @@ class Ordering(AttributionProcessor):
         self.steps.append(("classified", partition))
 
 
-def test_write_returns_while_long_run_classified_ahead(redis_url: str, namespaces: list[str]) -> None:
-    """A long run classified ahead pauses, so the write of the run before it is sent and answered meanwhile.
+def test_write_returns_during_classify_ahead(redis_url: str, namespaces: list[str]) -> None:
+    """A long run classified ahead pauses, so the write of the run before it is sent and its reply read meanwhile.
 
     Without the pauses, a large write waited in the socket buffer until the
     whole next run was classified, and Redis started it only then.
