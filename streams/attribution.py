@@ -53,7 +53,7 @@ from streams.quality import FloodCheck, is_bot
 from streams.probe import Probe, ProbeRequest, ProbeResult
 from streams.progress import ProgressReporter, SourceProgress, partition_progress
 from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter, split_by_bytes
-from streams.referrals import PersonSocial, QueuedReferral
+from streams.referrals import PersonSocial, QueuedReferral, ReferralDecisions
 from streams.release import Releaser
 from streams.state import (
     FencedBatch,
@@ -216,6 +216,7 @@ class AttributionProcessor:
         )
         self.partitions: dict[int, PartitionState] = {}
         self._ahead: _Ahead | None = None
+        self._releasing: list[tuple[int, asyncio.Future[None]]] = []  # (partition, release task), see _settle
         self._finish_release = store.client.register_script(_RELEASE_LUA)
         self.metrics = store.metrics
         self.stats: dict[str, int] = defaultdict(int)
@@ -293,6 +294,7 @@ class AttributionProcessor:
             by_partition[record.partition].append(record)
         ordered = [(partition, split_by_bytes(partition_records, self.settings.batch_max_partition_bytes))
                    for partition, partition_records in sorted(by_partition.items())]
+        completed = False
         try:
             for position, (partition, runs) in enumerate(ordered):
                 following = ordered[position + 1] if position + 1 < len(ordered) else None
@@ -304,8 +306,34 @@ class AttributionProcessor:
                         ahead = (following[0], following[1][0])
                     if not await self._process_partition(partition, run, ahead):
                         break  # the partition reloads or reads again first, so its later runs come again
+            completed = True
         finally:
             self._drop_ahead()
+            error = await self._finish_releases(completed)
+        if error is not None:
+            raise error
+
+    async def _finish_releases(self, completed: bool) -> BaseException | None:
+        """Wait for the releases that ``_settle`` finishes in tasks; return the first error.
+
+        A batch ends only when all of them are written, so the worker commits no
+        offset before the credits of its batch are acknowledged. When the batch
+        failed already, its own error is raised, and these are logged.
+        """
+        releasing, self._releasing = self._releasing, []
+        if not releasing:
+            return None
+        results = await asyncio.gather(*(task for _, task in releasing), return_exceptions=True)
+        errors = [(partition, result) for (partition, _), result in zip(releasing, results)
+                  if isinstance(result, BaseException)]
+        if not errors or completed:
+            return errors[0][1] if errors else None
+        for partition, error in errors:
+            log.error(
+                "person partition=%d: release of the failed batch also failed: %r (the partition reloads from Redis)",
+                partition, error, extra={"partition": partition},
+            )
+        return None
 
     async def _process_partition(
         self, partition: int, records: Sequence[Record], ahead: tuple[int, Sequence[Record]] | None = None,
@@ -316,19 +344,28 @@ class AttributionProcessor:
         it waits for this run's fenced write.
         """
         state = await self._partition(partition)
-        async with state.lock:
-            try:
-                if offset_gap_topics("person", partition, records, state.offsets, state.continuity_checked):
-                    await self._read_again(partition)
-                    return False
-                if not await self._ingest(partition, state, records, ahead):
-                    return False  # the cached state was dropped; the next batch reloads it
-                await self._settle(partition, state)
-                return True
-            except BaseException:
-                # Reload from Redis on the next batch rather than trust a half-updated cache.
-                self.partitions.pop(partition, None)
-                raise
+        await state.lock.acquire()
+        if self.partitions.get(partition) is not state:
+            # Dropped while this run waited for the lock: a release task of the run
+            # before it failed (and fails the batch), or a rebalance revoked the partition.
+            state.lock.release()
+            return False
+        handed_over = False
+        try:
+            if offset_gap_topics("person", partition, records, state.offsets, state.continuity_checked):
+                await self._read_again(partition)
+                return False
+            if not await self._ingest(partition, state, records, ahead):
+                return False  # the cached state was dropped; the next batch reloads it
+            handed_over = await self._settle(partition, state, in_task=True)
+            return True
+        except BaseException:
+            # Reload from Redis on the next batch rather than trust a half-updated cache.
+            self.partitions.pop(partition, None)
+            raise
+        finally:
+            if not handed_over:
+                state.lock.release()
 
     async def _read_again(self, partition: int) -> None:
         """Read the partition's topics again from the offsets stored in Redis."""
@@ -780,7 +817,7 @@ class AttributionProcessor:
         end_offset = self.fetched_end_offset(topic, partition)
         return end_offset is None or state.offsets.get(topic, -1) + 1 < end_offset
 
-    async def _settle(self, partition: int, state: PartitionState) -> None:
+    async def _settle(self, partition: int, state: PartitionState, in_task: bool = False) -> bool:
         """Release the due conversions and decide the due referrals of one partition.
 
         Both read in one Redis round and write in one more: the conversions'
@@ -788,6 +825,13 @@ class AttributionProcessor:
         the script that removes the released conversions with the one that
         removes the decided referrals. Their keys do not overlap. The credits,
         facts and dead letters are sent, and acknowledged, between the two rounds.
+
+        After the reads, both scripts write only this partition's keys: the
+        conversions' pending set and order index, and the referral queue, stats
+        and persons' referral hashes. With ``in_task``, the send and the write
+        therefore run in a task that holds the partition's lock and releases it,
+        while the batch goes on with the next partition; ``process`` waits for
+        the task before the batch ends. Return True when such a task took the lock.
         """
         due = await self.releaser.due(partition, state)
         folded: list[bytes] = []
@@ -795,7 +839,7 @@ class AttributionProcessor:
             due, folded = self.releaser.merge_coupon_redemptions(due, state)
         referrals = await self.social.due_referrals(partition, state)
         if not due and not folded and referrals is None:
-            return
+            return False
 
         reads = Round(self.store.client)
         codes = sorted({pending.coupon_code for pending in due if pending.coupon_code})
@@ -834,6 +878,30 @@ class AttributionProcessor:
             outcomes.extend((member, "folded"))
         if referrals is not None:
             self.social.decide(referrals, replies)
+        write = self._write_release(partition, state, due, folded, outgoing, outcomes, index, unattributed, referrals)
+        if in_task:
+            self._releasing.append((partition, asyncio.ensure_future(self._release_in_task(partition, state, write))))
+            return True
+        await write
+        return False
+
+    async def _release_in_task(self, partition: int, state: PartitionState, write: Awaitable[None]) -> None:
+        """Finish a release in a task that holds the partition's lock, and release the lock."""
+        try:
+            await write
+        except BaseException:
+            if self.partitions.get(partition) is state:
+                self.partitions.pop(partition, None)  # reload from Redis rather than trust a half-updated cache
+            raise
+        finally:
+            state.lock.release()
+
+    async def _write_release(
+        self, partition: int, state: PartitionState, due: list[PendingConversion], folded: list[bytes],
+        outgoing: list[Outgoing], outcomes: list[bytes | str], index: list[tuple[str, str, bytes]], unattributed: int,
+        referrals: ReferralDecisions | None,
+    ) -> None:
+        """Send a release's credits and facts, wait for the broker, then write the release to Redis."""
         # Outputs first: a crash before the removals releases the conversions and
         # decides the referrals again, and their repeated credits and facts are
         # dropped by id downstream.

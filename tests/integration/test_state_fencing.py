@@ -371,9 +371,9 @@ def test_stale_worker_releases_nothing(settings: Settings) -> None:
     class CountingProcessor(AttributionProcessor):
         releases = 0
 
-        async def _settle(self, partition: int, state: Any) -> None:
+        async def _settle(self, partition: int, state: Any, in_task: bool = False) -> bool:
             self.releases += 1
-            await super()._settle(partition, state)
+            return await super()._settle(partition, state, in_task)
 
     async def scenario() -> tuple[int, int, bool]:
         client = connect(settings.redis_url)
