@@ -83,6 +83,22 @@ async def pending_count(store: StateStore, partition: int) -> int:
     return int(await store.client.zcard(store.keys.pending(partition)))
 
 
+async def with_partitions(processor: AttributionProcessor) -> AttributionProcessor:
+    """Load every partition, as the worker does when Kafka assigns them."""
+    for partition in range(PARTITIONS):
+        await processor.load(partition)
+    return processor
+
+
+async def error_of(processor: AttributionProcessor, records: list[Record]) -> str:
+    """Process the records; return the message of the error the batch raised, or "" when it succeeded."""
+    try:
+        await processor.process(records)
+    except (ConnectionError, RuntimeError) as exc:
+        return str(exc)
+    return ""
+
+
 def test_next_partition_applied_during_ack(settings: Settings) -> None:
     """Partition 1 is written while partition 0's credits wait for the broker; the batch ends after both releases."""
     records = journey(settings, 0) + journey(settings, 1)
@@ -92,9 +108,7 @@ def test_next_partition_applied_during_ack(settings: Settings) -> None:
     async def scenario() -> tuple[list[int], int]:
         store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
         try:
-            processor = AttributionProcessor(settings, store, sink)
-            for partition in range(PARTITIONS):
-                await processor.load(partition)
+            processor = await with_partitions(AttributionProcessor(settings, store, sink))
             attach_apply_steps(store, steps)
             await processor.process(records)
             pending = [await pending_count(store, partition) for partition in range(PARTITIONS)]
@@ -119,14 +133,8 @@ def test_failed_ack_raises_and_keeps_pending(settings: Settings) -> None:
     async def scenario() -> tuple[str, list[int], list[int], int]:
         store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
         try:
-            processor = AttributionProcessor(settings, store, failing)
-            for partition in range(PARTITIONS):
-                await processor.load(partition)
-            try:
-                await processor.process(records)
-                raised = ""
-            except ConnectionError as exc:
-                raised = str(exc)
+            processor = await with_partitions(AttributionProcessor(settings, store, failing))
+            raised = await error_of(processor, records)
             after_failure = [await pending_count(store, partition) for partition in range(PARTITIONS)]
             loaded = sorted(processor.partitions)
             failing.fail = False
@@ -164,11 +172,7 @@ def test_failed_release_stops_later_run(settings: Settings) -> None:
         try:
             processor = AttributionProcessor(small_runs, store, failing)
             await processor.load(0)
-            try:
-                await processor.process(records)
-                raised = ""
-            except ConnectionError as exc:
-                raised = str(exc)
+            raised = await error_of(processor, records)
             touches_after_failure = int(await store.client.zcard(store.keys.touchpoints(0, person)))
             failing.fail = False
             await processor.process(records)
@@ -199,15 +203,8 @@ def test_batch_error_wins_over_release(settings: Settings, caplog: pytest.LogCap
     async def scenario() -> tuple[str, list[int]]:
         store = StateStore(connect(settings.redis_url), Keys(settings.redis_namespace))
         try:
-            processor = FailingIngest(settings, store, failing)
-            for partition in range(PARTITIONS):
-                await processor.load(partition)
-            try:
-                await processor.process(records)
-                raised = ""
-            except RuntimeError as exc:
-                raised = str(exc)
-            return raised, sorted(processor.partitions)
+            processor = await with_partitions(FailingIngest(settings, store, failing))
+            return await error_of(processor, records), sorted(processor.partitions)
         finally:
             await store.close()
 
