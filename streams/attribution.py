@@ -326,8 +326,10 @@ class AttributionProcessor:
         results = await asyncio.gather(*(task for _, task in releasing), return_exceptions=True)
         errors = [(partition, result) for (partition, _), result in zip(releasing, results)
                   if isinstance(result, BaseException)]
-        if not errors or completed:
-            return errors[0][1] if errors else None
+        if not errors:
+            return None
+        if completed:
+            return errors[0][1]
         for partition, error in errors:
             log.error(
                 "person partition=%d: release of the failed batch also failed: %r (the partition reloads from Redis)",
