@@ -46,7 +46,7 @@ def journey(settings: Settings, partition: int) -> list[Record]:
 
 
 class SlowCredits:
-    """Collects what a processor sends. A send with credits waits, like a broker's acknowledgement, or fails."""
+    """Sink that collects what a processor sends. A send with credits waits, like a broker's acknowledgement, or fails."""
 
     def __init__(self, topic: str, steps: list[str], fail: bool = False) -> None:
         self.topic = topic
@@ -91,7 +91,7 @@ async def with_partitions(processor: AttributionProcessor) -> AttributionProcess
 
 
 async def error_of(processor: AttributionProcessor, records: list[Record]) -> str:
-    """Process the records; return the message of the error the batch raised, or "" when it succeeded."""
+    """Process the records and return the message of the error the batch raised, or "" when it succeeded."""
     try:
         await processor.process(records)
     except (ConnectionError, RuntimeError) as exc:
@@ -100,7 +100,7 @@ async def error_of(processor: AttributionProcessor, records: list[Record]) -> st
 
 
 def test_next_partition_applied_during_ack(settings: Settings) -> None:
-    """Partition 1 is written while partition 0's credits wait for the broker; the batch ends after both releases."""
+    """Partition 1 is written while partition 0's credits wait for the broker, and the batch ends after both releases."""
     records = journey(settings, 0) + journey(settings, 1)
     steps: list[str] = []
     sink = SlowCredits(settings.topic_credits, steps)
@@ -125,7 +125,7 @@ def test_next_partition_applied_during_ack(settings: Settings) -> None:
 
 
 def test_failed_ack_raises_and_keeps_pending(settings: Settings) -> None:
-    """A send that fails in the task fails the batch; the conversions stay pending and the next try releases them."""
+    """A send that fails in the task fails the batch. The conversions stay pending, and the next try releases them."""
     records = journey(settings, 0) + journey(settings, 1)
     steps: list[str] = []
     failing = SlowCredits(settings.topic_credits, steps, fail=True)
