@@ -60,7 +60,38 @@ def summarise_throughput(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> di
         summary[mode] = {"median_events_per_s": {kind: round(value, 1) for kind, value in medians.items()},
                          "median_events_per_cpu_s": {kind: round(value, 1) for kind, value in per_cpu.items()},
                          "ratios": ratios}
+        split = worker_time(roitrack_runs, by_consumer.get("noop", []))
+        if split is not None:
+            summary[mode]["worker_time"] = split
     return summary
+
+
+def worker_time(roitrack_runs: list[dict[str, Any]], noop_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Split the worker's drain time into its attribution handler and the rest, beside the no-op agent's.
+
+    The rest is mostly Faust's work per message, which the no-op agent also
+    does, plus the ROI agent. The handler's time per batch shows the fixed cost
+    that every batch pays. Medians over the repeats; None without the figures.
+    """
+    runs = [run for run in roitrack_runs if run.get("attribution_batches") and sum(run["attribution_batches"])]
+    if not runs:
+        return None
+    handler = [sum(run["attribution_handler_s"]) for run in runs]
+    batches = [sum(run["attribution_batches"]) for run in runs]
+    records = [sum(run["attribution_records"]) for run in runs]
+    split: dict[str, Any] = {
+        "seconds": round(median([run["seconds"] for run in runs]), 3),
+        "handler_s": round(median(handler), 3),
+        "outside_handler_s": round(median([run["seconds"] - spent for run, spent in zip(runs, handler)]), 3),
+        "batches": median([float(count) for count in batches]),
+        "records_per_batch": round(median([count / made for count, made in zip(records, batches)]), 1),
+        "handler_ms_per_batch": round(median([1000 * spent / made for spent, made in zip(handler, batches)]), 2),
+    }
+    noop = [run for run in noop_runs if run.get("batches")]
+    if noop:
+        split["noop_seconds"] = round(median([run["seconds"] for run in noop]), 3)
+        split["noop_batches"] = median([float(run["batches"]) for run in noop])
+    return split
 
 
 def _target(name: str, wanted: str, measured: float | None, met: bool | None, shortfall: str) -> dict[str, Any]:
@@ -141,6 +172,16 @@ def format_table(results: dict[str, Any]) -> str:
             value = summary.get(mode, {}).get("median_events_per_cpu_s", {}).get(kind)
             row += f"{value:>22,.0f}" if value is not None else f"{'-':>22}"
         lines.append(row)
+    splits = {mode: summary[mode]["worker_time"] for mode in MODES if summary.get(mode, {}).get("worker_time")}
+    if splits:
+        lines.append("where the roitrack worker's drain time went (medians): the attribution handler, and the rest")
+        for mode, split in splits.items():
+            noop = (f"; the no-op agent took {split['noop_seconds']:.2f} s in {split['noop_batches']:.0f} batches"
+                    if "noop_seconds" in split else "")
+            lines.append(f"  {mode}: {split['seconds']:.2f} s = handler {split['handler_s']:.2f} s "
+                         f"+ rest {split['outside_handler_s']:.2f} s; {split['batches']:.0f} batches of "
+                         f"{split['records_per_batch']:,.0f} messages, {split['handler_ms_per_batch']:.1f} ms "
+                         f"of handler each{noop}")
     if results.get("latency"):
         lines.append("")
         lines.append(f"{'latency run':<44}{'rate/s':>10}{'achieved':>10}{'p50 ms':>10}{'p99 ms':>10}{'n':>8}"
