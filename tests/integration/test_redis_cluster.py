@@ -339,6 +339,50 @@ def test_processors_on_cluster(settings: Settings) -> None:
     assert totals[b"identity_links"] == 1
 
 
+def test_processors_reload_flushed_scripts_on_cluster(settings: Settings, cluster_nodes: list[RedisNode]) -> None:
+    """After SCRIPT FLUSH on every node, as after a node restart, the processors load their scripts again."""
+    person_records = _person_records(settings)
+
+    nodes = [redis.Redis(host=LOOPBACK_HOST, port=node.port) for node in cluster_nodes]
+
+    async def scenario() -> tuple[Sink, Sink]:
+        store = StateStore(connect(settings), Keys(settings.redis_namespace))
+        try:
+            attribution_sink, roi_sink = Sink(), Sink()
+            processor = AttributionProcessor(settings, store, attribution_sink)
+            await processor.process([record for record in person_records if record.topic == settings.topic_touchpoints])
+            for node in nodes:
+                node.script_flush()
+                node.config_resetstat()
+            # The probe and the fenced write call their scripts directly, the release inside pipelines.
+            await processor.process([record for record in person_records if record.topic == settings.topic_conversions])
+
+            roi = RoiProcessor(settings, store, roi_sink)
+            await roi.process(_credit_records(settings, attribution_sink.on(settings.topic_credits)))
+            await roi.emit_due(force=True)
+            return attribution_sink, roi_sink
+        finally:
+            await store.close()
+
+    try:
+        attribution_sink, roi_sink = run(scenario())
+        noscript_errors = sum(int(node.info("errorstats").get("errorstat_NOSCRIPT", {}).get("count", 0)) for node in nodes)
+    finally:
+        for node in nodes:
+            node.close()
+
+    assert noscript_errors > 0, "no script call met the flushed cache, so the test did not cover the reload"
+    attributed = sorted(message.value["conversion_id"] for message in attribution_sink.on(settings.topic_attributions))
+    assert attributed == ["p1", "p2", "p3"]
+    lifetime = {
+        message.value["campaign_id"]: message.value
+        for message in roi_sink.on(settings.topic_roi_updates)
+        if message.value["window"] == "lifetime"
+    }
+    assert Decimal(lifetime["spring"]["models"]["last_touch"]["revenue"]) == 80
+    assert Decimal(lifetime["autumn"]["models"]["last_touch"]["revenue"]) == 20
+
+
 # --- the alert store -----------------------------------------------------------
 
 
