@@ -6,12 +6,13 @@ any producer, so each one is checked before it touches an aggregate.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from schemas.decode import describe_value
-from schemas.outputs import ATTRIBUTION_MODELS, FieldError
+from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel, FieldError
 
 #: Credits carry at most a converted Money amount (15 integer digits) times an exchange rate.
 #: Anything larger is a malformed message, and it would overflow the metric rounding.
@@ -23,16 +24,26 @@ def is_credit_batch(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and value[0].get("type") == "credit"
 
 
-def credit_item_problem(item: Any) -> FieldError | None:
+@dataclass(frozen=True, slots=True)
+class CheckedCredit:
+    """A credit that passed its checks, with its event time and figures parsed once."""
+
+    value: dict[str, Any]
+    time_ms: int
+    weights: dict[AttributionModel, Decimal]
+    revenue: dict[AttributionModel, Decimal]
+
+
+def check_credit_item(item: Any) -> CheckedCredit | FieldError:
     """Check one item of a credit array, which must be a credit like a single credit message."""
     if isinstance(item, dict) and item.get("type") != "credit":
         return FieldError(field="type", value=describe_value(item.get("type")),
                           reason="an array of credits may contain only credits")
-    return credit_problem(item)
+    return check_credit(item)
 
 
-def credit_problem(value: Any) -> FieldError | None:
-    """Check the shape of an internal credit message; it comes from our own agent."""
+def check_credit(value: Any) -> CheckedCredit | FieldError:
+    """Check the shape of an internal credit message, which comes from our own agent, and parse it."""
     if not isinstance(value, dict):
         return FieldError(field="(event)", value=None, reason="a credit must be a JSON object")
     for name in ("credit_id", "campaign_id", "event_time", "weights", "revenue"):
@@ -47,15 +58,17 @@ def credit_problem(value: Any) -> FieldError | None:
                 return FieldError(field=name, value=describe_value(value.get(name)),
                                   reason="a deal purchase's credit needs deal_id, person_id and conversion_id as strings")
     try:
-        parse_time_ms(value["event_time"])
+        time_ms = parse_time_ms(value["event_time"])
     except (TypeError, ValueError, AttributeError):
         # describe_value, not str(): str() of a list nested 1,000 deep raises RecursionError.
         return FieldError(field="event_time", value=describe_value(value["event_time"]), reason="not an ISO 8601 time")
+    parsed: dict[str, dict[AttributionModel, Decimal]] = {}
     for name in ("weights", "revenue"):
         figures = value[name]
         if not isinstance(figures, dict) or any(model not in ATTRIBUTION_MODELS for model in figures):
             return FieldError(field=name, value=None, reason="must map attribution models to decimal strings")
-        for text in figures.values():
+        numbers = parsed[name] = {}
+        for model, text in figures.items():
             figure = _finite_decimal(text)
             if figure is None:
                 return FieldError(field=name, value=describe_value(text), reason="not a finite decimal string")
@@ -64,7 +77,8 @@ def credit_problem(value: Any) -> FieldError | None:
             if name == "revenue" and figure and figure.copy_abs().adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
                 return FieldError(field=name, value=text[:80],
                                   reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
-    return None
+            numbers[cast(AttributionModel, model)] = figure  # checked against ATTRIBUTION_MODELS above
+    return CheckedCredit(value, time_ms, parsed["weights"], parsed["revenue"])
 
 
 def _finite_decimal(text: Any) -> Decimal | None:

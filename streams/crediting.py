@@ -184,13 +184,15 @@ def attribute(
     per_campaign: dict[str, dict[str, dict[str, str]]] = defaultdict(lambda: {"weights": {}, "revenue": {}})
     for model, weights in models.items():
         shares = revenue_shares(weights, pending.amount)
-        credits_by_model[model] = [
-            {"campaign_id": campaign_id, "weight": decimal_text(weight), "revenue": decimal_text(shares[campaign_id])}
-            for campaign_id, weight in sorted(weights.items())
-        ]
-        for campaign_id, weight in weights.items():
-            per_campaign[campaign_id]["weights"][model] = decimal_text(weight)
-            per_campaign[campaign_id]["revenue"][model] = decimal_text(shares[campaign_id])
+        model_credits = credits_by_model[model] = []
+        for campaign_id, weight in sorted(weights.items()):
+            # Each figure is formatted once, because the Attribution and the credit carry the same text.
+            weight_text = decimal_text(weight)
+            revenue_text = decimal_text(shares[campaign_id])
+            model_credits.append({"campaign_id": campaign_id, "weight": weight_text, "revenue": revenue_text})
+            figures = per_campaign[campaign_id]
+            figures["weights"][model] = weight_text
+            figures["revenue"][model] = revenue_text
 
     attribution = {
         "type": "attribution",

@@ -29,7 +29,7 @@ from schemas.common import epoch_ms
 from schemas.decode import Rejected, decode_message, dumps_or_repr
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
-from streams.credit_check import credit_item_problem, credit_problem, is_credit_batch, parse_time_ms
+from streams.credit_check import CheckedCredit, check_credit, check_credit_item, is_credit_batch
 from streams.facts import is_fact_message
 from streams.progress import (
     SourceProgress,
@@ -160,17 +160,17 @@ class RoiProcessor:
                 raise
 
     def _collect_credit_array(
-        self, record: Record, items: list[Any], credits: list[tuple[Record, dict[str, Any]]], dead: list[Outgoing],
+        self, record: Record, items: list[Any], credits: list[tuple[Record, CheckedCredit]], dead: list[Outgoing],
     ) -> None:
         """Add the valid credits of an array to ``credits``, and a dead letter per invalid item to ``dead``."""
         settings = self.settings
         for index, item in enumerate(items):
-            problem = credit_item_problem(item)
-            if problem is None:
-                credits.append((record, item))
+            checked = check_credit_item(item)
+            if isinstance(checked, CheckedCredit):
+                credits.append((record, checked))
                 continue
             dead.append(dead_letter(
-                settings.topic_dead_letters, record, "invalid", [problem], "roi.decode",
+                settings.topic_dead_letters, record, "invalid", [checked], "roi.decode",
                 settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item), event_index=index,
             ))
 
@@ -185,7 +185,7 @@ class RoiProcessor:
         settings = self.settings
         batch = FencedBatch(self.keys.offsets(self.keys.campaign_tag(partition)))
         dead: list[Outgoing] = []
-        credits: list[tuple[Record, dict[str, Any]]] = []
+        credits: list[tuple[Record, CheckedCredit]] = []
         definitions: list[tuple[Record, Campaign | Spend]] = []
         messages_in: dict[str, int] = defaultdict(int)
         events_in: dict[str, int] = defaultdict(int)
@@ -197,7 +197,7 @@ class RoiProcessor:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
             batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
-            problem: FieldError | None
+            problem: FieldError
             if record.topic == settings.topic_credits:
                 try:
                     value = orjson.loads(record.value or b"")
@@ -223,14 +223,17 @@ class RoiProcessor:
                         self.social.collect_facts(social, record, value, dead)
                         continue
                     else:
-                        problem = credit_problem(value)
+                        checked = check_credit(value)
+                        if isinstance(checked, CheckedCredit):
+                            messages_in[record.topic] += 1
+                            events_in[record.topic] += 1
+                            credits.append((record, checked))
+                            continue
+                        problem = checked
                 messages_in[record.topic] += 1
                 events_in[record.topic] += 1
-                if problem is not None:
-                    dead.append(dead_letter(settings.topic_dead_letters, record, "invalid", [problem],
-                                            "roi.decode", settings.dead_letter_payload_max_bytes))
-                    continue
-                credits.append((record, value))
+                dead.append(dead_letter(settings.topic_dead_letters, record, "invalid", [problem],
+                                        "roi.decode", settings.dead_letter_payload_max_bytes))
                 continue
             messages_in[record.topic] += 1
             items = decode_message(record.value)
@@ -269,11 +272,10 @@ class RoiProcessor:
         # Drop credits applied before: same credit id seen within the horizon. The
         # same round reads the history buckets of every credit, fresh or not.
         seen_key = self.keys.seen_credits(partition)
-        fresh: list[tuple[dict[str, Any], int]] = []  # (credit, event time in ms)
-        credit_times = [parse_time_ms(value["event_time"]) for _, value in credits]
+        fresh: list[CheckedCredit] = []
         reads = Round(self.store.client)
-        history_reads = self._history_reads(reads, partition, credits, credit_times)
-        ids = [value["credit_id"] for _, value in credits] + social.fact_ids()
+        history_reads = self._history_reads(reads, partition, credits)
+        ids = [checked.value["credit_id"] for _, checked in credits] + social.fact_ids()
         dedup_index = reads.command("ZMSCORE", seen_key, *ids) if ids else None
         with self.metrics.redis("dedup_read"):
             replies = await reads.execute()
@@ -285,13 +287,13 @@ class RoiProcessor:
         if dedup_index is not None:
             seen = {seen_id for seen_id, score in zip(ids, replies[dedup_index]) if score is not None}
             batch_ids: set[str] = set()
-            for (_, value), time_ms in zip(credits, credit_times):
-                credit_id = value["credit_id"]
+            for _, checked in credits:
+                credit_id = checked.value["credit_id"]
                 if credit_id in seen or credit_id in batch_ids:
                     self.stats["duplicate_credits"] += 1
                     continue
                 batch_ids.add(credit_id)
-                fresh.append((value, time_ms))
+                fresh.append(checked)
             self.social.drop_seen(social, seen)
 
         changed: set[str] = set()
@@ -300,17 +302,16 @@ class RoiProcessor:
         seen_pairs: list[str | int] = []
         history: list[HistoryCredit] = []
         try:
-            for value, time_ms in fresh:
+            for checked in fresh:
+                value, time_ms = checked.value, checked.time_ms
                 watermark_ms = max(watermark_ms, min(time_ms, wall_ms))
                 seen_pairs.extend((wall_ms, value["credit_id"]))
                 if value.get("deal_id") is not None:
                     social.deal_credits.append((value, time_ms))  # counted once its deal is active
                     continue
                 aggregate = await self._campaign(partition, state, value["campaign_id"])
-                weights = {model: Decimal(weight) for model, weight in value["weights"].items()}
-                revenue = {model: Decimal(amount) for model, amount in value["revenue"].items()}
-                aggregate.add_credit(time_ms, weights, revenue, settings.roi_windows_s)
-                history.append(HistoryCredit(aggregate.campaign_id, time_ms, weights, revenue))
+                aggregate.add_credit(time_ms, checked.weights, checked.revenue, settings.roi_windows_s)
+                history.append(HistoryCredit(aggregate.campaign_id, time_ms, checked.weights, checked.revenue))
                 changed.add(aggregate.campaign_id)
             for record, definition in definitions:
                 aggregate = await self._campaign(partition, state, definition.campaign_id)
@@ -394,14 +395,14 @@ class RoiProcessor:
         return True
 
     def _history_reads(
-        self, reads: Round, partition: int, credits: Sequence[tuple[Record, dict[str, Any]]], times: Sequence[int],
+        self, reads: Round, partition: int, credits: Sequence[tuple[Record, CheckedCredit]],
     ) -> dict[str, tuple[int, list[int]]]:
         """Queue an HMGET of the history buckets the credits fall in, and return campaign -> (reply index, bucket starts)."""
         bucket_s = self.settings.roi_history_bucket_s
         starts_by_campaign: dict[str, set[int]] = defaultdict(set)
-        for (_, value), time_ms in zip(credits, times):
-            if value.get("deal_id") is None:
-                starts_by_campaign[value["campaign_id"]].add(bucket_start_ms(time_ms, bucket_s))
+        for _, checked in credits:
+            if checked.value.get("deal_id") is None:
+                starts_by_campaign[checked.value["campaign_id"]].add(bucket_start_ms(checked.time_ms, bucket_s))
         requested: dict[str, tuple[int, list[int]]] = {}
         for campaign_id, starts_set in sorted(starts_by_campaign.items()):
             starts = sorted(starts_set)

@@ -129,6 +129,33 @@ async def roi_outputs(settings: Settings, batches: list[list[Record]]) -> Sink:
     return sink
 
 
+def test_roi_dead_letters_invalid_credits(settings: Settings) -> None:
+    """A bad credit, alone or in an array, becomes a dead letter naming its field, and the valid ones still count."""
+    def credit(credit_id: str, **changes: Any) -> dict[str, Any]:
+        return {"type": "credit", "credit_id": credit_id, "conversion_id": credit_id, "campaign_id": "spring",
+                "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"},
+                "revenue": {"last_touch": "50"}, **changes}
+
+    array = [credit("a1"), credit("a2", weights={"last_touch": "1.5"}), credit("a3", revenue={"last_touch": "NaN"})]
+    records = [
+        Record(settings.topic_credits, 1, 0, b"spring", orjson.dumps(array)),
+        Record(settings.topic_credits, 1, 1, b"spring", orjson.dumps(credit("s1", event_time="yesterday"))),
+        Record(settings.topic_credits, 1, 2, b"spring", orjson.dumps(credit("s2"))),
+    ]
+
+    sink = run(roi_outputs(settings, [records]))
+
+    letters = sink.on(settings.topic_dead_letters)
+    assert [(letter["source_offset"], letter["errors"][0]["field"]) for letter in letters] == [
+        (0, "weights"), (0, "revenue"), (1, "event_time"),
+    ]
+    assert [letter["event_index"] for letter in letters] == [1, 2, None]
+    assert letters[0]["errors"][0]["reason"] == "a weight must lie between 0 and 1"
+    lifetime = [u for u in sink.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
+    assert Decimal(lifetime[-1]["models"]["last_touch"]["conversions"]) == 2
+    assert Decimal(lifetime[-1]["models"]["last_touch"]["revenue"]) == 100
+
+
 def test_roi_drops_repeated_credit(settings: Settings) -> None:
     credit = {"type": "credit", "credit_id": "p1:spring", "conversion_id": "p1", "campaign_id": "spring",
               "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"}, "revenue": {"last_touch": "50"}}

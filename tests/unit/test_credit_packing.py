@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from streams.credit_check import credit_item_problem, is_credit_batch
+from schemas.outputs import FieldError
+from streams.credit_check import CheckedCredit, check_credit_item, is_credit_batch, parse_time_ms
 from streams.crediting import MAX_CREDIT_BYTES_PER_MESSAGE, MAX_CREDITS_PER_MESSAGE, pack_credits
 from streams.records import Outgoing
 
@@ -55,15 +57,26 @@ def test_credit_batch_told_from_fact_array() -> None:
 
 
 def test_credit_array_item_must_be_a_credit() -> None:
-    fact_problem = credit_item_problem({"type": "engagement", "fact_id": "f1"})
-    scalar_problem = credit_item_problem(7)
+    fact_problem = check_credit_item({"type": "engagement", "fact_id": "f1"})
+    scalar_problem = check_credit_item(7)
 
-    assert credit_item_problem(credit("a1", "spring").value) is None
-    assert fact_problem is not None
+    assert isinstance(check_credit_item(credit("a1", "spring").value), CheckedCredit)
+    assert isinstance(fact_problem, FieldError)
     assert fact_problem.field == "type"
     assert fact_problem.value == "engagement"
-    assert scalar_problem is not None
+    assert isinstance(scalar_problem, FieldError)
     assert scalar_problem.field == "(event)"
+
+
+def test_checked_credit_carries_parsed_figures() -> None:
+    value = credit("a1", "spring").value
+    checked = check_credit_item(value)
+
+    assert isinstance(checked, CheckedCredit)
+    assert checked.value is value
+    assert checked.time_ms == parse_time_ms(value["event_time"])
+    assert checked.weights == {model: Decimal(text) for model, text in value["weights"].items()}
+    assert checked.revenue == {model: Decimal(text) for model, text in value["revenue"].items()}
 
 
 def test_pack_closes_message_by_size() -> None:
@@ -88,6 +101,6 @@ def test_deeply_nested_credit_field_is_a_field_error() -> None:
         nested = [nested]
     for field, value in (("event_time", nested), ("weights", {"last_touch": nested})):
         item = dict(credit("a1", "spring").value, **{field: value})
-        problem = credit_item_problem(item)
-        assert problem is not None
+        problem = check_credit_item(item)
+        assert isinstance(problem, FieldError)
         assert problem.field == field
