@@ -112,6 +112,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         f"replayed {first}{stats.events - definitions} events from {path.name} in {stats.messages} messages "
         f"({stats.conversions} conversions, {stats.unroutable} unroutable) in {stats.elapsed_s:.1f} s"
     )
+    if stats.unroutable:
+        print(
+            f"{stats.unroutable} unroutable line(s) (not JSON, not an object, or an unknown type) went to "
+            f"{settings.topic_touchpoints} unchanged; the worker puts each in {settings.topic_dead_letters} "
+            "with its reason (see `roitrack deadletters list`)"
+        )
     if stats.too_large:
         print(
             f"{stats.too_large} message(s) were over the producer's maximum request size and were not sent; "

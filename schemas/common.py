@@ -120,16 +120,13 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_text), AfterVa
 """A timezone-aware ISO 8601 date-time string."""
 
 
+#: The characters of an id: no whitespace, control characters (C0, DEL, C1) or
+#: invisible format characters (zero-width, bidirectional overrides, BOM).
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+$"
+
 Id = Annotated[
     str,
-    StringConstraints(
-        min_length=1,
-        max_length=MAX_ID_LENGTH,
-        strip_whitespace=False,
-        # No whitespace, control characters (C0, DEL, C1) or invisible format
-        # characters (zero-width, bidirectional overrides, BOM).
-        pattern=r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]+$",
-    ),
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, strip_whitespace=False, pattern=ID_PATTERN),
 ]
 """An identifier: 1-128 printable characters without whitespace."""
 

@@ -105,7 +105,9 @@ def decode_facts(value: Any, campaign_key: str | None) -> list[tuple[int | None,
     items = value if isinstance(value, list) else [value]
     indexed = isinstance(value, list)
     if not items:
-        return [(None, FieldError(field="(message)", value="[]", reason="a fact message must contain at least one fact"))]
+        return [(None, FieldError(
+            field="(message)", value="[]", reason="an array on the credits topic must contain at least one credit or fact",
+        ))]
     decoded: list[tuple[int | None, Fact | FieldError]] = []
     for index, item in enumerate(items):
         position = index if indexed else None

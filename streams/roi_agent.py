@@ -52,6 +52,7 @@ from streams.state import (
     StateRolledBack,
     StateStore,
     offset_gap_topics,
+    partition_for_key,
     rewind_to_stored,
 )
 
@@ -161,18 +162,36 @@ class RoiProcessor:
 
     def _collect_credit_array(
         self, record: Record, items: list[Any], credits: list[tuple[Record, CheckedCredit]], dead: list[Outgoing],
+        future_limit_ms: int,
     ) -> None:
         """Add the valid credits of an array to ``credits``, and a dead letter per invalid item to ``dead``."""
         settings = self.settings
         for index, item in enumerate(items):
-            checked = check_credit_item(item)
+            checked = self._on_partition(check_credit_item(item, future_limit_ms), record.partition)
             if isinstance(checked, CheckedCredit):
                 credits.append((record, checked))
                 continue
             dead.append(dead_letter(
-                settings.topic_dead_letters, record, "invalid", [checked], "roi.decode",
-                settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item), event_index=index,
+                settings.topic_dead_letters, record, "invalid" if checked.field != "(key)" else "unsupported",
+                [checked], "roi.decode", settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item),
+                event_index=index,
             ))
+
+    def _on_partition(self, checked: CheckedCredit | FieldError, partition: int) -> CheckedCredit | FieldError:
+        """Reject a credit that arrived on another partition than its campaign's.
+
+        Its campaign's aggregate lives on the campaign's murmur2 partition, so
+        applying it here would start a second aggregate of the same campaign.
+        """
+        if isinstance(checked, FieldError):
+            return checked
+        expected = partition_for_key(checked.value["campaign_id"].encode(), self.settings.campaign_partitions)
+        if expected == partition:
+            return checked
+        return FieldError(field="(key)", value=None, reason=(
+            f"campaign {checked.value['campaign_id']!r} belongs on partition {expected} under Kafka's default "
+            f"murmur2 partitioner, but the credit arrived on partition {partition}; produce credits keyed by "
+            "campaign_id with the default partitioner"))
 
     async def _read_again(self, partition: int) -> None:
         """Read the partition's topics again from the offsets stored in Redis."""
@@ -192,6 +211,7 @@ class RoiProcessor:
         social = SocialBatch()
         progress: dict[int, SourceProgress] = {}
         progress_in = 0
+        future_limit_ms = int(time.time() * 1000) + settings.max_future_skew_s * 1000
 
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):
@@ -215,7 +235,7 @@ class RoiProcessor:
                     elif is_credit_batch(value):
                         messages_in[record.topic] += 1
                         events_in[record.topic] += len(value)
-                        self._collect_credit_array(record, value, credits, dead)
+                        self._collect_credit_array(record, value, credits, dead, future_limit_ms)
                         continue
                     elif is_fact_message(value):
                         messages_in[record.topic] += 1
@@ -223,7 +243,7 @@ class RoiProcessor:
                         self.social.collect_facts(social, record, value, dead)
                         continue
                     else:
-                        checked = check_credit(value)
+                        checked = self._on_partition(check_credit(value, future_limit_ms), record.partition)
                         if isinstance(checked, CheckedCredit):
                             messages_in[record.topic] += 1
                             events_in[record.topic] += 1
@@ -232,7 +252,8 @@ class RoiProcessor:
                         problem = checked
                 messages_in[record.topic] += 1
                 events_in[record.topic] += 1
-                dead.append(dead_letter(settings.topic_dead_letters, record, "invalid", [problem],
+                dead.append(dead_letter(settings.topic_dead_letters, record,
+                                        "invalid" if problem.field != "(key)" else "unsupported", [problem],
                                         "roi.decode", settings.dead_letter_payload_max_bytes))
                 continue
             messages_in[record.topic] += 1

@@ -50,3 +50,19 @@ def test_replay_counts_definitions_apart(
     line = capsys.readouterr().out.strip().splitlines()[-1]
     # The campaign and its spend are two definitions.
     assert line.startswith("replayed 2 campaign definition(s) from campaigns.toml, then 1 events from events.jsonl in 3 messages"), line
+
+
+def test_replay_says_where_unroutable_lines_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kafka_bootstrap: str,
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "teleport", "event_id": "t1"}\nnot json\n')
+    monkeypatch.setenv("ROITRACK_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("ROITRACK_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+
+    assert main(["replay", str(events)]) == 0
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "(0 conversions, 2 unroutable)" in lines[-2]
+    assert lines[-1].startswith("2 unroutable line(s) (not JSON, not an object, or an unknown type) went to touchpoints")
+    assert "roitrack deadletters list" in lines[-1]

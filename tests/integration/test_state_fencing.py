@@ -19,7 +19,7 @@ from roitrack.settings import Settings
 from streams.attribution import AttributionProcessor
 from streams.records import Outgoing, Record
 from streams.roi_agent import RoiProcessor
-from streams.state import FencedBatch, Keys, StaleBatch, StateRolledBack, StateStore, connect
+from streams.state import FencedBatch, Keys, StaleBatch, StateRolledBack, StateStore, connect, partition_for_key
 
 
 @pytest.fixture
@@ -136,24 +136,33 @@ def test_roi_dead_letters_invalid_credits(settings: Settings) -> None:
                 "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"},
                 "revenue": {"last_touch": "50"}, **changes}
 
+    assert partition_for_key(b"spring", settings.campaign_partitions) == 1
+    elsewhere = next(name for name in (f"autumn-{number}" for number in range(100))
+                     if partition_for_key(name.encode(), settings.campaign_partitions) == 0)
     array = [credit("a1"), credit("a2", weights={"last_touch": "1.5"}), credit("a3", revenue={"last_touch": "NaN"})]
     records = [
         Record(settings.topic_credits, 1, 0, b"spring", orjson.dumps(array)),
         Record(settings.topic_credits, 1, 1, b"spring", orjson.dumps(credit("s1", event_time="yesterday"))),
         Record(settings.topic_credits, 1, 2, b"spring", orjson.dumps(credit("s2"))),
+        # A stray item in front of a credit must not take the credit with it.
+        Record(settings.topic_credits, 1, 3, b"spring", orjson.dumps([{"type": "oops"}, credit("b1")])),
+        # A credit of a campaign whose aggregate lives on the other partition.
+        Record(settings.topic_credits, 1, 4, b"spring", orjson.dumps(credit("w1", campaign_id=elsewhere))),
     ]
 
     sink = run(roi_outputs(settings, [records]))
 
     letters = sink.on(settings.topic_dead_letters)
     assert [(letter["source_offset"], letter["errors"][0]["field"]) for letter in letters] == [
-        (0, "weights"), (0, "revenue"), (1, "event_time"),
+        (0, "weights"), (0, "revenue"), (1, "event_time"), (3, "type"), (4, "(key)"),
     ]
-    assert [letter["event_index"] for letter in letters] == [1, 2, None]
+    assert [letter["event_index"] for letter in letters] == [1, 2, None, 0, None]
+    assert [letter["reason"] for letter in letters] == ["invalid"] * 4 + ["unsupported"]
     assert letters[0]["errors"][0]["reason"] == "a weight must lie between 0 and 1"
     lifetime = [u for u in sink.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
-    assert Decimal(lifetime[-1]["models"]["last_touch"]["conversions"]) == 2
-    assert Decimal(lifetime[-1]["models"]["last_touch"]["revenue"]) == 100
+    assert {u["campaign_id"] for u in lifetime} == {"spring"}
+    assert Decimal(lifetime[-1]["models"]["last_touch"]["conversions"]) == 3
+    assert Decimal(lifetime[-1]["models"]["last_touch"]["revenue"]) == 150
 
 
 def test_roi_drops_repeated_credit(settings: Settings) -> None:

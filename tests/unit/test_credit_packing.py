@@ -6,9 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 
 from schemas.outputs import FieldError
-from streams.credit_check import CheckedCredit, check_credit_item, is_credit_batch, parse_time_ms
+from streams.credit_check import CheckedCredit, check_credit_item, is_credit_batch
 from streams.crediting import MAX_CREDIT_BYTES_PER_MESSAGE, MAX_CREDITS_PER_MESSAGE, pack_credits
 from streams.records import Outgoing
 
@@ -74,7 +75,7 @@ def test_checked_credit_carries_parsed_figures() -> None:
 
     assert isinstance(checked, CheckedCredit)
     assert checked.value is value
-    assert checked.time_ms == parse_time_ms(value["event_time"])
+    assert checked.time_ms == 1_793_613_600_000  # 2026-11-02T10:00:00Z
     assert checked.weights == {model: Decimal(text) for model, text in value["weights"].items()}
     assert checked.revenue == {model: Decimal(text) for model, text in value["revenue"].items()}
 
@@ -104,3 +105,41 @@ def test_deeply_nested_credit_field_is_a_field_error() -> None:
         problem = check_credit_item(item)
         assert isinstance(problem, FieldError)
         assert problem.field == field
+
+
+def test_array_with_leading_stray_item_is_credit_array() -> None:
+    valid = credit("a1", "spring").value
+
+    assert is_credit_batch([{"type": "oops"}, valid])
+    assert is_credit_batch(["junk", valid])
+
+
+@pytest.mark.parametrize(("changes", "field", "value", "reason_part"), [
+    ({"campaign_id": 12345}, "campaign_id", "12345", "must be an id"),
+    ({"campaign_id": ""}, "campaign_id", "", "must be an id"),
+    ({"credit_id": ""}, "credit_id", "", "must be a string of 1 to 386 characters"),
+    ({"campaign_id": "two words"}, "campaign_id", "two words", "must be an id"),
+    ({"event_time": "2026-12-05T12:00:00"}, "event_time", "2026-12-05T12:00:00", "no time zone"),
+    ({"event_time": "0001-01-01T00:00:00+01:00"}, "event_time", "0001-01-01T00:00:00+01:00", "is outside 1970-01-01"),
+    ({"event_time": "2026-11-02T10:05:00.001Z"}, "event_time", "2026-11-02T10:05:00.001Z", "ROITRACK_MAX_FUTURE_SKEW_S"),
+    ({"weights": {}}, "weights", "{}", "one or more attribution models"),
+    ({"weights": {"bogus_model": "1"}}, "weights", "bogus_model", "unknown attribution model"),
+    ({"revenue": {"last_touch": "-1000"}}, "revenue", "-1000", "must not be negative"),
+    ({"weights": {"linear": "1"}}, "revenue", "last_touch", "the same models as weights (linear)"),
+])
+def test_credit_check_names_field_and_value(changes: dict[str, Any], field: str, value: str, reason_part: str) -> None:
+    item = dict(credit("a1", "spring").value, **changes)
+
+    problem = check_credit_item(item, future_limit_ms=1_793_613_900_000)  # 2026-11-02T10:05:00Z
+
+    assert isinstance(problem, FieldError)
+    assert problem.field == field
+    assert problem.value == value
+    assert reason_part in problem.reason
+
+
+def test_far_future_credit_passes_without_limit() -> None:
+    item = dict(credit("a1", "spring").value, event_time="2999-01-01T00:00:00Z")
+
+    assert isinstance(check_credit_item(item), CheckedCredit)
+    assert isinstance(check_credit_item(item, future_limit_ms=1_793_613_900_000), FieldError)
