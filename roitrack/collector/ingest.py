@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from roitrack.collector.packer import Packer
 from roitrack.settings import Settings
 from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel
-from schemas.decode import Rejected, validate_event
+from schemas.decode import Rejected, dumps_or_repr, validate_event
 from schemas.events import (
     CAMPAIGN_TYPES,
     CONVERSION_TYPES,
@@ -210,7 +210,7 @@ def _personal_values(item: object) -> list[str]:
     for name in PERSONAL_FIELDS:
         value = item.get(name)
         if value is not None and value != "":
-            values.append(value if isinstance(value, str) else _dumps(value).decode(errors="replace"))
+            values.append(value if isinstance(value, str) else dumps_or_repr(value).decode(errors="replace"))
     return values
 
 
@@ -243,15 +243,7 @@ def scrubbed_payload(item: object) -> bytes:
     """Serialize a rejected item for its dead letter, without the personal fields of an object."""
     if isinstance(item, dict):
         item = {name: value for name, value in item.items() if name not in PERSONAL_FIELDS}
-    return _dumps(item)
-
-
-def _dumps(value: object) -> bytes:
-    """Serialise a decoded value; orjson refuses nesting deeper than it reads, so fall back to repr."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return repr(value)[:4096].encode("utf-8", errors="replace")
+    return dumps_or_repr(item)
 
 
 def _claimed_id(item: object) -> str | None:
