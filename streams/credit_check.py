@@ -50,7 +50,7 @@ def check_credit_item(item: Any, future_limit_ms: int | None = None) -> CheckedC
 
 
 _ID = re.compile(ID_PATTERN)
-#: The longest credit id that the ``CampaignCredit`` schema allows.
+#: The maximum length of a credit id in the ``CampaignCredit`` schema.
 MAX_CREDIT_ID_LENGTH = 3 * MAX_ID_LENGTH + 2
 _EARLIEST_MS = int(EARLIEST_EVENT_TIME.timestamp() * 1000)
 _LATEST_MS = int(LATEST_EVENT_TIME.timestamp() * 1000)

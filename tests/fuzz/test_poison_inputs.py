@@ -148,7 +148,7 @@ def test_deeply_nested_message(value: bytes, kafka_bootstrap: str, redis_url: st
 
 
 #: A batch the fuzzing found: orjson reads it, but repr() of its one element passed
-#: Python's recursion limit inside the collector's request handler, which answered 500.
+#: Python's recursion limit inside the collector's request handler, which returned status 500.
 COLLECTOR_DEEP_BATCH = b"[" * 979 + b"]" * 979
 
 
