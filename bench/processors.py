@@ -10,7 +10,8 @@ credits it sends go straight to ``RoiProcessor.process``; every other output is
 dropped. Redis is real: ``--redis-url``, default the local server, under a
 namespace of its own that is deleted at the end. It prints the processors' events
 per CPU second, their events per second by the clock (which adds the time they
-waited for Redis), and the garbage collections during the replay.
+waited for Redis), the purchases attributed out of all, and the garbage
+collections during the replay.
 
 It measures the code this repository owns, quickly and without the noise of a
 broker on the same cores, so it suits comparing two versions of a change. The
@@ -115,6 +116,12 @@ async def replay(settings: Settings, records: Sequence[Record], batch_records: i
         await store.close()
 
 
+def _events_in(record: Record) -> int:
+    """Count the events of one message: a JSON array of events, or one event."""
+    value = orjson.loads(record.value or b"")
+    return len(value) if isinstance(value, list) else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=sorted(BATCH_RECORDS), default="batched",
@@ -134,21 +141,23 @@ def main() -> None:
         "person_partitions": PERSON_PARTITIONS, "campaign_partitions": CAMPAIGN_PARTITIONS,
     })
     records, events = build_records(settings, args.mode, args.events, args.seed)
+    purchases = sum(_events_in(record) for record in records if record.topic == settings.topic_conversions)
     collections = [0]
     gc.callbacks.append(lambda phase, info: collections.__setitem__(0, collections[0] + (phase == "start")))
     if args.gc_threshold:
         gc.freeze()
         _, older, oldest = gc.get_threshold()
         gc.set_threshold(args.gc_threshold, older, oldest)
-    print(f"replaying {events:,} events in {len(records):,} messages ({args.mode}) into Redis namespace {namespace}",
-          flush=True)
+    print(f"replaying {events:,} events ({purchases:,} purchases; the workload ends with one closing click per "
+          f"person partition) in {len(records):,} messages ({args.mode}) into Redis namespace {namespace}", flush=True)
     try:
         cpu_s, clock_s, attributed = asyncio.run(replay(settings, records, BATCH_RECORDS[args.mode]))
     finally:
         delete_namespace(args.redis_url, namespace)
     print(f"{args.mode}: {events / cpu_s:,.0f} events per CPU second ({cpu_s:.2f} CPU s), "
-          f"{events / clock_s:,.0f} by the clock ({clock_s:.2f} s), "
-          f"{attributed:,} conversions attributed, {collections[0]} garbage collections")
+          f"{events / clock_s:,.0f} by the clock, waits for Redis included ({clock_s:.2f} s), "
+          f"{attributed:,} of {purchases:,} purchases attributed, {collections[0]} garbage collections"
+          + (f" (young-generation threshold {args.gc_threshold:,})" if args.gc_threshold else ""))
 
 
 if __name__ == "__main__":
