@@ -59,6 +59,13 @@ from streams.state import (
 log = logging.getLogger(__name__)
 
 WATERMARK_FIELD = "_watermark_ms"
+#: The field of the error for a credit on another partition than its campaign's.
+WRONG_PARTITION_FIELD = "(key)"
+
+
+def _dead_reason(problem: FieldError) -> str:
+    """Return the dead-letter reason of a rejected credit: unsupported on the wrong partition, else invalid."""
+    return "unsupported" if problem.field == WRONG_PARTITION_FIELD else "invalid"
 
 
 @dataclass(slots=True)
@@ -172,9 +179,8 @@ class RoiProcessor:
                 credits.append((record, checked))
                 continue
             dead.append(dead_letter(
-                settings.topic_dead_letters, record, "invalid" if checked.field != "(key)" else "unsupported",
-                [checked], "roi.decode", settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item),
-                event_index=index,
+                settings.topic_dead_letters, record, _dead_reason(checked), [checked], "roi.decode",
+                settings.dead_letter_payload_max_bytes, raw=dumps_or_repr(item), event_index=index,
             ))
 
     def _on_partition(self, checked: CheckedCredit | FieldError, partition: int) -> CheckedCredit | FieldError:
@@ -188,7 +194,7 @@ class RoiProcessor:
         expected = partition_for_key(checked.value["campaign_id"].encode(), self.settings.campaign_partitions)
         if expected == partition:
             return checked
-        return FieldError(field="(key)", value=None, reason=(
+        return FieldError(field=WRONG_PARTITION_FIELD, value=None, reason=(
             f"campaign {checked.value['campaign_id']!r} belongs on partition {expected} under Kafka's default "
             f"murmur2 partitioner, but the credit arrived on partition {partition}; produce credits keyed by "
             "campaign_id with the default partitioner"))
@@ -217,7 +223,7 @@ class RoiProcessor:
             if record.offset <= state.offsets.get(record.topic, -1):
                 continue
             batch.cover(record.topic, record.offset, record.offset, state.offsets.get(record.topic, -1))
-            problem: FieldError
+            problem: FieldError | None = None
             if record.topic == settings.topic_credits:
                 try:
                     value = orjson.loads(record.value or b"")
@@ -245,16 +251,14 @@ class RoiProcessor:
                     else:
                         checked = self._on_partition(check_credit(value, future_limit_ms), record.partition)
                         if isinstance(checked, CheckedCredit):
-                            messages_in[record.topic] += 1
-                            events_in[record.topic] += 1
                             credits.append((record, checked))
-                            continue
-                        problem = checked
+                        else:
+                            problem = checked
                 messages_in[record.topic] += 1
                 events_in[record.topic] += 1
-                dead.append(dead_letter(settings.topic_dead_letters, record,
-                                        "invalid" if problem.field != "(key)" else "unsupported", [problem],
-                                        "roi.decode", settings.dead_letter_payload_max_bytes))
+                if problem is not None:
+                    dead.append(dead_letter(settings.topic_dead_letters, record, _dead_reason(problem), [problem],
+                                            "roi.decode", settings.dead_letter_payload_max_bytes))
                 continue
             messages_in[record.topic] += 1
             items = decode_message(record.value)
