@@ -85,38 +85,22 @@ def check_credit(value: Any, future_limit_ms: int | None = None) -> CheckedCredi
     time_ms = _credit_time_ms(value["event_time"], future_limit_ms)
     if isinstance(time_ms, FieldError):
         return time_ms
-    parsed: dict[str, dict[AttributionModel, Decimal]] = {}
-    for name in ("weights", "revenue"):
-        figures = value[name]
-        if not isinstance(figures, dict) or not figures:
-            return FieldError(field=name, value=describe_value(figures),
-                              reason="must map one or more attribution models to decimal strings")
-        numbers = parsed[name] = {}
-        for model, text in figures.items():
-            if model not in ATTRIBUTION_MODELS:
-                return FieldError(field=name, value=describe_value(model),
-                                  reason=f"unknown attribution model; expected one of {', '.join(ATTRIBUTION_MODELS)}")
-            figure = _finite_decimal(text)
-            if figure is None:
-                return FieldError(field=name, value=describe_value(text), reason="not a finite decimal string")
-            if name == "weights" and not 0 <= figure <= 1:
-                return FieldError(field=name, value=text[:80], reason="a weight must lie between 0 and 1")
-            if name == "revenue" and figure < 0:
-                return FieldError(field=name, value=text[:80], reason="revenue must not be negative")
-            if name == "revenue" and figure and figure.adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
-                return FieldError(field=name, value=text[:80],
-                                  reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
-            numbers[cast(AttributionModel, model)] = figure  # checked against ATTRIBUTION_MODELS above
-    if parsed["weights"].keys() != parsed["revenue"].keys():
-        return FieldError(field="revenue", value=", ".join(sorted(parsed["revenue"])),
-                          reason=f"must name the same models as weights ({', '.join(sorted(parsed['weights']))})")
-    return CheckedCredit(value, time_ms, parsed["weights"], parsed["revenue"])
+    weights = _figures(value["weights"], "weights")
+    if isinstance(weights, FieldError):
+        return weights
+    revenue = _figures(value["revenue"], "revenue")
+    if isinstance(revenue, FieldError):
+        return revenue
+    if weights.keys() != revenue.keys():
+        return FieldError(field="revenue", value=", ".join(sorted(revenue)),
+                          reason=f"must name the same models as weights ({', '.join(sorted(weights))})")
+    return CheckedCredit(value, time_ms, weights, revenue)
 
 
 def _credit_time_ms(text: Any, future_limit_ms: int | None) -> int | FieldError:
     """Return a credit's event time in epoch milliseconds, or the problem with it."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)  # Python 3.11 reads a Z suffix
     except (TypeError, ValueError, AttributeError):
         # describe_value, not str(): str() of a list nested 1,000 deep raises RecursionError.
         return FieldError(field="event_time", value=describe_value(text), reason="not an ISO 8601 time")
@@ -134,6 +118,41 @@ def _credit_time_ms(text: Any, future_limit_ms: int | None) -> int | FieldError:
     return time_ms
 
 
+_MODELS = frozenset(ATTRIBUTION_MODELS)
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+
+
+def _figures(figures: Any, name: str) -> dict[AttributionModel, Decimal] | FieldError:
+    """Parse a credit's weights (``name`` "weights") or revenue: attribution model -> decimal string.
+
+    A weight lies between 0 and 1; revenue is at least 0 and has at most
+    CREDIT_REVENUE_MAX_INTEGER_DIGITS integer digits.
+    """
+    if not isinstance(figures, dict) or not figures:
+        return FieldError(field=name, value=describe_value(figures),
+                          reason="must map one or more attribution models to decimal strings")
+    is_weight = name == "weights"
+    numbers: dict[AttributionModel, Decimal] = {}
+    for model, text in figures.items():
+        if model not in _MODELS:
+            return FieldError(field=name, value=describe_value(model),
+                              reason=f"unknown attribution model; expected one of {', '.join(ATTRIBUTION_MODELS)}")
+        figure = _finite_decimal(text)
+        if figure is None:
+            return FieldError(field=name, value=describe_value(text), reason="not a finite decimal string")
+        if is_weight:
+            if figure < _ZERO or figure > _ONE:
+                return FieldError(field=name, value=text[:80], reason="a weight must lie between 0 and 1")
+        elif figure < _ZERO:
+            return FieldError(field=name, value=text[:80], reason="revenue must not be negative")
+        elif figure and figure.adjusted() >= CREDIT_REVENUE_MAX_INTEGER_DIGITS:
+            return FieldError(field=name, value=text[:80],
+                              reason=f"revenue has more than {CREDIT_REVENUE_MAX_INTEGER_DIGITS} integer digits")
+        numbers[cast(AttributionModel, model)] = figure  # checked against ATTRIBUTION_MODELS above
+    return numbers
+
+
 def _finite_decimal(text: Any) -> Decimal | None:
     """Return the finite decimal that a string spells, else None."""
     if not isinstance(text, str):
@@ -143,4 +162,3 @@ def _finite_decimal(text: Any) -> Decimal | None:
     except ArithmeticError:
         return None
     return figure if figure.is_finite() else None
-

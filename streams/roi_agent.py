@@ -22,7 +22,15 @@ from typing import Any, Sequence
 import orjson
 
 from roitrack.history import HistoryCredit, bucket_start_ms, decode_totals, encode_totals, history_increments
-from roitrack.roi import CampaignAggregate, SpendRecord, roi_metrics, window_label
+from roitrack.roi import (
+    CampaignAggregate,
+    CreditFigures,
+    SpendRecord,
+    roi_metrics,
+    shared_bucket_ms,
+    sum_by_span,
+    window_label,
+)
 from roitrack.settings import Settings
 from roitrack.social import SocialAggregate
 from schemas.common import epoch_ms
@@ -97,6 +105,8 @@ class RoiProcessor:
         self.stats: dict[str, int] = defaultdict(int)
         self.metrics = store.metrics
         self.social = CampaignSocial(settings, store)
+        #: Credits are summed over aligned spans of this length before they are added; see sum_by_span.
+        self.span_ms = shared_bucket_ms(settings.roi_windows_s, settings.roi_history_bucket_s)
 
     async def _partition(self, partition: int) -> CampaignPartition:
         state = self.partitions.get(partition)
@@ -326,6 +336,8 @@ class RoiProcessor:
         wall_ms = int(time.time() * 1000)
         seen_pairs: list[str | int] = []
         history: list[HistoryCredit] = []
+        figures: list[CreditFigures] = []
+        aggregates: dict[str, CampaignAggregate] = {}
         try:
             for checked in fresh:
                 value, time_ms = checked.value, checked.time_ms
@@ -335,9 +347,13 @@ class RoiProcessor:
                     social.deal_credits.append((value, time_ms))  # counted once its deal is active
                     continue
                 aggregate = await self._campaign(partition, state, value["campaign_id"])
-                aggregate.add_credit(time_ms, checked.weights, checked.revenue, settings.roi_windows_s)
-                history.append(HistoryCredit(aggregate.campaign_id, time_ms, checked.weights, checked.revenue))
+                aggregates[aggregate.campaign_id] = aggregate
+                figures.append((aggregate.campaign_id, time_ms, checked.weights, checked.revenue))
                 changed.add(aggregate.campaign_id)
+            # Summed per campaign and minute first: the windows and the history then add each sum once.
+            for (campaign_id, start_ms), totals in sum_by_span(figures, self.span_ms).items():
+                aggregates[campaign_id].add_credit(start_ms, totals.conversions, totals.revenue, settings.roi_windows_s)
+                history.append(HistoryCredit(campaign_id, start_ms, totals.conversions, totals.revenue))
             for record, definition in definitions:
                 aggregate = await self._campaign(partition, state, definition.campaign_id)
                 if isinstance(definition, Campaign):

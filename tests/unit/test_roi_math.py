@@ -6,13 +6,20 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from roitrack.history import HistoryCredit, history_increments
 from roitrack.roi import (
     BUCKETS_PER_WINDOW,
     CampaignAggregate,
+    CreditFigures,
     ModelTotals,
     SpendRecord,
     roi_metrics,
+    shared_bucket_ms,
+    sum_by_span,
     window_label,
 )
 from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
@@ -510,3 +517,64 @@ def test_decimal_text_keeps_every_revenue_digit() -> None:
     assert decimal_text(share) == "41152263004115.223333333415637861"
     assert decimal_text(Decimal("1.500")) == "1.5"
     assert decimal_text(Decimal("1E+1")) == "10"
+
+
+# --- sums per span ---------------------------------------------------------
+
+_CAMPAIGNS = ("camp-a", "camp-b", "camp-c")
+_figure_texts = st.one_of(
+    st.sampled_from(["0", "1", "0.5", "0.25"]),
+    st.decimals(min_value=0, max_value=1, places=24, allow_nan=False, allow_infinity=False).map(decimal_text),
+)
+_revenue_texts = st.decimals(min_value=0, max_value=Decimal("1e15"), places=18, allow_nan=False,
+                             allow_infinity=False).map(decimal_text)
+_credit_figures = st.tuples(
+    st.sampled_from(_CAMPAIGNS),
+    st.integers(min_value=T0_MS, max_value=T0_MS + 9 * DAY_MS),
+    st.lists(st.sampled_from(ATTRIBUTION_MODELS), min_size=1, max_size=5, unique=True),
+    st.data(),
+)
+
+
+@given(st.lists(_credit_figures, max_size=40), st.sampled_from([(HOUR_S, DAY_S), (HOUR_S, DAY_S, 7 * DAY_S), (5400,)]),
+       st.sampled_from([HOUR_S, 60, 1800]))
+@hypothesis_settings(max_examples=150, deadline=None)
+def test_sums_per_span_match_credits_added_one_by_one(
+    drawn: list[tuple[str, int, list[AttributionModel], st.DataObject]], windows_s: tuple[int, ...], history_s: int,
+) -> None:
+    """The ROI agent adds sums per campaign and span; the aggregates and history must equal per-credit adds."""
+    credits: list[CreditFigures] = []
+    for campaign_id, time_ms, models, data in drawn:
+        weights = {model: Decimal(data.draw(_figure_texts)) for model in models}
+        revenue = {model: Decimal(data.draw(_revenue_texts)) for model in models}
+        credits.append((campaign_id, time_ms, weights, revenue))
+    one_by_one = {campaign_id: CampaignAggregate(campaign_id) for campaign_id in _CAMPAIGNS}
+    summed = {campaign_id: CampaignAggregate(campaign_id) for campaign_id in _CAMPAIGNS}
+    for campaign_id, time_ms, weights, revenue in credits:
+        one_by_one[campaign_id].add_credit(time_ms, weights, revenue, windows_s)
+    span_ms = shared_bucket_ms(windows_s, history_s)
+    sums = sum_by_span(credits, span_ms)
+    for (campaign_id, start_ms), totals in sums.items():
+        summed[campaign_id].add_credit(start_ms, totals.conversions, totals.revenue, windows_s)
+    for campaign_id in _CAMPAIGNS:
+        assert orjson.dumps(summed[campaign_id].to_json()) == orjson.dumps(one_by_one[campaign_id].to_json())
+    expected_history = history_increments(
+        [HistoryCredit(campaign_id, time_ms, weights, revenue) for campaign_id, time_ms, weights, revenue in credits],
+        history_s,
+    )
+    history = history_increments(
+        [HistoryCredit(campaign_id, start_ms, totals.conversions, totals.revenue)
+         for (campaign_id, start_ms), totals in sums.items()],
+        history_s,
+    )
+    assert {campaign_id: {start: totals.to_json() for start, totals in buckets.items()}
+            for campaign_id, buckets in history.items()} == {
+        campaign_id: {start: totals.to_json() for start, totals in buckets.items()}
+        for campaign_id, buckets in expected_history.items()}
+
+
+def test_shared_bucket_ms_divides_every_bucket() -> None:
+    assert shared_bucket_ms((HOUR_S, DAY_S, 7 * DAY_S), HOUR_S) == MINUTE_MS
+    # A 90-minute window has 90-second buckets.
+    assert shared_bucket_ms((5400,), HOUR_S) == 90_000
+    assert shared_bucket_ms((5400,), 60) == MINUTE_MS // 2
