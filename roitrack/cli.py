@@ -291,6 +291,9 @@ def parse_report_time(option: str, value: str | None) -> int | None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    from roitrack.embedded import redacted_url
     from roitrack.history import Period
     from roitrack.i18n import parse_language
     from roitrack.report import write_report
@@ -303,10 +306,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     period = Period(parse_report_time("--since", args.since), parse_report_time("--until", args.until))
     if period.start_ms is not None and period.end_ms is not None and period.end_ms <= period.start_ms:
         raise SystemExit(f"--until {args.until} is not after --since {args.since}")
-    result = write_report(_load(), Path(args.out), period, language)
+    out = Path(args.out)
+    if out.is_dir():
+        raise SystemExit(f"--out {args.out} is a folder; name the HTML file to write, such as {out / 'report.html'}")
+    settings = _load()
+    try:
+        result = write_report(settings, out, period, language)
+    except RedisError as exc:
+        raise SystemExit(
+            f"cannot read Redis at {redacted_url(settings.redis_url)}: {str(exc).rstrip('.')}. Check that Redis runs and that "
+            "ROITRACK_REDIS_URL points at it"
+        ) from None
+    except OSError as exc:
+        raise SystemExit(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
+    if not result.data.campaigns:
+        print(
+            f"no campaigns found in Redis namespace {settings.redis_namespace!r} at {redacted_url(settings.redis_url)}; "
+            "check ROITRACK_REDIS_NAMESPACE and ROITRACK_REDIS_URL, or wait until the worker has applied credits",
+            file=sys.stderr,
+        )
     print(
         f"wrote {result.path}: {len(result.data.campaigns)} campaign(s), "
-        f"period {describe_period(result.data.period, language)}"
+        f"period {describe_period(result.data.period, parse_language('en'))}"
     )
     return 0
 
@@ -476,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="write an HTML report of ROI per campaign and attribution model, read from Redis",
     )
-    report.add_argument("--out", required=True, help="path of the HTML file to write")
+    report.add_argument("--out", required=True, help="path of the HTML file to write; missing parent folders are created")
     report.add_argument(
         "--since",
         help="start of the period: ISO 8601 with a time zone, or a date (00:00 UTC); default: no start",

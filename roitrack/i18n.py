@@ -130,11 +130,11 @@ CATALOGUE: dict[Language, dict[str, str]] = {
         "column.roi": "ROI",
         "column.roas": "ROAS",
         "column.cpa": "CPA",
-        "model.last_touch": "Last touch",
-        "model.first_touch": "First touch",
+        "model.last_touch": "Laatste contactmoment",
+        "model.first_touch": "Eerste contactmoment",
         "model.linear": "Lineair",
-        "model.time_decay": "Time decay",
-        "model.position_based": "Position based",
+        "model.time_decay": "Tijdsverval",
+        "model.position_based": "Positiegebaseerd",
         "not_available": "n.v.t.",
         "definitions": (
             "ROI = (omzet × marge − uitgaven) / uitgaven. ROAS = omzet / uitgaven. CPA = uitgaven / conversies. "
@@ -148,12 +148,12 @@ CATALOGUE: dict[Language, dict[str, str]] = {
         "report.generated": "Gemaakt op {time} uit Redis-namespace {namespace}.",
         "report.currency": "Bedragen in {currency}.",
         "report.rounded": (
-            "De periode is naar buiten afgerond op hele historiebuckets van {bucket}: conversies tellen in de "
-            "bucket van hun eventtijd, en uitgaven zijn gelijk verdeeld over de periode van elke uitgavenpost."
+            "De periode is naar buiten afgerond op hele blokken van {bucket}: conversies tellen in het "
+            "blok van hun tijdstip, en uitgaven zijn gelijk verdeeld over de periode van elke uitgavenpost."
         ),
         "report.lifetime_note": (
             "Zonder --since of --until toont de tabel de cijfers over de hele looptijd uit de ROI-aggregaten, "
-            "en de grafiek de cumulatieve ROI vanaf de eerste bucket met conversies of uitgaven."
+            "en de grafiek de cumulatieve ROI vanaf het eerste blok met conversies of uitgaven."
         ),
         "report.chart_alt": "ROI per campagne en attributiemodel over de periode",
         "report.chart_title": "Cumulatieve ROI, {model}",

@@ -61,10 +61,11 @@ def describe_period(period: Period, language: Language) -> str:
     return text("report.all_time", language)
 
 
-def describe_bucket(bucket_s: int) -> str:
+def describe_bucket(bucket_s: int, language: Language) -> str:
+    """Write a history bucket's length in the language's units: 1 h in English, 1 u in Dutch."""
     if bucket_s % 3600 == 0:
-        return f"{bucket_s // 3600} h"
-    return f"{bucket_s // 60} min"
+        return f"{bucket_s // 3600} {text('unit.h', language)}"
+    return f"{bucket_s // 60} {text('unit.m', language)}"
 
 
 def _count(value: Decimal, language: Language) -> str:
@@ -152,7 +153,7 @@ def render_html(data: ReportData, chart_png: bytes | None, language: Language) -
 
     parts.append(f'<p class="note">{escape(text("definitions", language))}</p>')
     if data.period.bounded:
-        note = text("report.rounded", language, bucket=describe_bucket(data.bucket_s))
+        note = text("report.rounded", language, bucket=describe_bucket(data.bucket_s, language))
     else:
         note = text("report.lifetime_note", language)
     parts.append(f'<p class="note">{escape(note)}</p>')

@@ -300,3 +300,21 @@ def test_dashboard_snapshot_matches_updates(scenario: Scenario) -> None:
         assert lifetime[campaign]["sequence"] >= scenario.updates[campaign]["sequence"]
     windows = {value["window"] for value in values if value["campaign_id"] == scenario.alpha}
     assert windows == {"1h", "24h", "7d", "lifetime"}
+
+
+def test_report_warns_about_an_empty_namespace(redis_url: str, tmp_path: Path) -> None:
+    """A mistyped namespace gives an empty report and a warning on stderr."""
+    settings = Settings.model_validate({
+        "kafka_bootstrap": "127.0.0.1:1", "redis_url": redis_url, "redis_namespace": f"report-empty-{tmp_path.name}",
+    })
+    env = {**settings_environment(settings), "PATH": "/usr/bin:/bin", "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    out = tmp_path / "report.html"
+    result = subprocess.run(
+        [sys.executable, "-m", "roitrack", "report", "--out", str(out), "--lang", "nl"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"no campaigns found in Redis namespace {settings.redis_namespace!r}" in result.stderr
+    assert "period All time" in result.stdout
+    assert "Geen campagnes gevonden" in out.read_text(encoding="utf-8")

@@ -40,3 +40,23 @@ def test_replay_rejects_missing_campaigns_file(tmp_path: Path) -> None:
         main(["replay", str(events), "--campaigns", str(missing)])
 
     assert str(raised.value) == f"--campaigns file not found or not a file: {missing}"
+
+
+def test_report_rejects_a_folder_as_out(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["report", "--out", str(tmp_path)])
+
+    assert str(raised.value) == f"--out {tmp_path} is a folder; name the HTML file to write, such as {tmp_path / 'report.html'}"
+
+
+def test_report_names_an_unreachable_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing listens on port 1 of the loopback address.
+    monkeypatch.setenv("ROITRACK_REDIS_URL", "redis://127.0.0.1:1/0")
+
+    with pytest.raises(SystemExit) as raised:
+        main(["report", "--out", str(tmp_path / "report.html")])
+
+    message = str(raised.value)
+    assert message.startswith("cannot read Redis at redis://127.0.0.1:1/0: ")
+    assert message.endswith("Check that Redis runs and that ROITRACK_REDIS_URL points at it")
+    assert not (tmp_path / "report.html").exists()
