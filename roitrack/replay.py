@@ -24,7 +24,8 @@ from kafka.errors import MessageSizeTooLargeError
 
 from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
-from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, DEFINITION_TYPES, TOUCHPOINT_TYPES
+from roitrack.topics import input_topic
+from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES
 from streams.state import partition_for_key
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,11 @@ def route(settings: Settings, raw: bytes, event: Any) -> Routed:
     """Pick the topic and key of one event; see the module docstring for unroutable input."""
     if isinstance(event, dict) and isinstance(event.get("type"), str):
         event_type = event["type"]
-        person = event.get("user_id") or event.get("anonymous_id")
-        if event_type in TOUCHPOINT_TYPES and isinstance(person, str):
-            return Routed(settings.topic_touchpoints, person.encode(), raw, False, True)
-        if event_type in CONVERSION_TYPES and isinstance(person, str):
-            return Routed(settings.topic_conversions, person.encode(), raw, True, True)
-        campaign = event.get("campaign_id")
-        if event_type in CAMPAIGN_TYPES and isinstance(campaign, str):
-            topic = settings.topic_campaigns if event_type in DEFINITION_TYPES else settings.topic_spend
-            return Routed(topic, campaign.encode(), raw, False, True)
+        topic = input_topic(settings, event_type)
+        # Campaign events are keyed by campaign, the others by person.
+        key = event.get("campaign_id") if event_type in CAMPAIGN_TYPES else event.get("user_id") or event.get("anonymous_id")
+        if topic is not None and isinstance(key, str):
+            return Routed(topic, key.encode(), raw, event_type in CONVERSION_TYPES, True)
     return Routed(settings.topic_touchpoints, b"unroutable", raw, False, False)
 
 

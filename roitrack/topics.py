@@ -12,10 +12,22 @@ from kafka.errors import KafkaError, RetriableError, TopicAlreadyExistsError, fo
 
 from roitrack.connections import kafka_python_config
 from roitrack.settings import Settings
+from schemas.events import CAMPAIGN_TYPES, CONVERSION_TYPES, DEFINITION_TYPES, TOUCHPOINT_TYPES
 
 logger = logging.getLogger(__name__)
 
 _RETRY_INTERVAL_S = 0.25
+
+
+def input_topic(settings: Settings, event_type: str) -> str | None:
+    """Return the input topic that events of ``event_type`` belong on, or None for a type that has none."""
+    if event_type in TOUCHPOINT_TYPES:
+        return settings.topic_touchpoints
+    if event_type in CONVERSION_TYPES:
+        return settings.topic_conversions
+    if event_type in CAMPAIGN_TYPES:
+        return settings.topic_campaigns if event_type in DEFINITION_TYPES else settings.topic_spend
+    return None
 
 
 @dataclass(frozen=True, slots=True)

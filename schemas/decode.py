@@ -121,7 +121,8 @@ def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:
         return [
             Rejected(
                 "undecodable",
-                (FieldError(field="(message)", value=None, reason=f"not valid JSON: {exc}"),),
+                (FieldError(field="(message)", value=describe_value(raw.decode("utf-8", "replace")),
+                            reason=f"not valid JSON: {exc}"),),
                 None,
                 raw,
             )

@@ -35,6 +35,7 @@ import orjson
 
 from roitrack.attribution import AttributionParams
 from roitrack.settings import Settings
+from roitrack.topics import input_topic
 from schemas.common import StrictModel, epoch_ms
 from schemas.decode import Rejected, decode_message
 from schemas.events import CheckIn, Click, CouponRedemption, Identify, Purchase, SocialTouch
@@ -479,9 +480,11 @@ class AttributionProcessor:
                 if isinstance(item, (Click, SocialTouch, CheckIn, Identify, Purchase, CouponRedemption)):
                     self._classify_person_event(plan, partition, record, item, wall_ms, future_limit_ms)
                     continue
+                event_type = getattr(item, "type", None)
+                target = input_topic(settings, event_type) if isinstance(event_type, str) else None
                 self._reject(plan, record, "unsupported", FieldError(
-                    field="type", value=getattr(item, "type", None),
-                    reason=f"event type does not belong on topic {record.topic}; send it to its own topic",
+                    field="type", value=event_type,
+                    reason=f"event type does not belong on topic {record.topic}; send it to {target or 'its own topic'}",
                 ), "attribution.route", item)
 
     def _classify_person_event(
@@ -529,7 +532,7 @@ class AttributionProcessor:
         if expected_partition != partition:
             # The person's other events, and lookups by person, go to the murmur2 partition.
             self._reject(plan, record, "unsupported", FieldError(
-                field="(key)", value=None,
+                field="(key)", value=event.person_id,
                 reason=(f"the person id belongs on partition {expected_partition} under Kafka's default "
                         f"murmur2 partitioner, but the event arrived on partition {partition}; produce it "
                         "keyed by user_id (else anonymous_id) with the default partitioner"),

@@ -32,9 +32,10 @@ from roitrack.roi import (
     window_label,
 )
 from roitrack.settings import Settings
+from roitrack.topics import input_topic
 from roitrack.social import SocialAggregate
 from schemas.common import epoch_ms
-from schemas.decode import Rejected, decode_message, dumps_or_repr
+from schemas.decode import Rejected, decode_message, describe_value, dumps_or_repr
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
 from streams.credit_check import CheckedCredit, check_credit, check_credit_item, is_credit_batch
@@ -204,7 +205,7 @@ class RoiProcessor:
         expected = partition_for_key(checked.value["campaign_id"].encode(), self.settings.campaign_partitions)
         if expected == partition:
             return checked
-        return FieldError(field=WRONG_PARTITION_FIELD, value=None, reason=(
+        return FieldError(field=WRONG_PARTITION_FIELD, value=checked.value["campaign_id"], reason=(
             f"campaign {checked.value['campaign_id']!r} belongs on partition {expected} under Kafka's default "
             f"murmur2 partitioner, but the credit arrived on partition {partition}; produce credits keyed by "
             "campaign_id with the default partitioner"))
@@ -238,7 +239,8 @@ class RoiProcessor:
                 try:
                     value = orjson.loads(record.value or b"")
                 except orjson.JSONDecodeError as exc:
-                    value, problem = None, FieldError(field="(message)", value=None, reason=f"not valid JSON: {exc}")
+                    preview = describe_value((record.value or b"").decode("utf-8", "replace"))
+                    value, problem = None, FieldError(field="(message)", value=preview, reason=f"not valid JSON: {exc}")
                 else:
                     if is_progress_message(value):
                         decoded = decode_progress(value, settings.person_partitions)
@@ -288,10 +290,13 @@ class RoiProcessor:
                         continue
                     definitions.append((record, item))
                 elif not self.social.collect_definition(social, record, item):
+                    event_type = getattr(item, "type", None)
+                    target = input_topic(settings, event_type) if isinstance(event_type, str) else None
                     dead.append(dead_letter(
                         settings.topic_dead_letters, record, "unsupported",
-                        [FieldError(field="type", value=getattr(item, "type", None),
-                                    reason=f"event type does not belong on topic {record.topic}; send it to its own topic")],
+                        [FieldError(field="type", value=event_type,
+                                    reason=f"event type does not belong on topic {record.topic}; send it to "
+                                           f"{target or 'its own topic'}")],
                         "roi.route", settings.dead_letter_payload_max_bytes,
                     ))
 

@@ -23,13 +23,11 @@ from aiokafka.errors import KafkaError
 
 from roitrack.collector.packer import Packer
 from roitrack.settings import Settings
+from roitrack.topics import input_topic
 from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel
 from schemas.decode import Rejected, dumps_or_repr, validate_event
 from schemas.events import (
     CAMPAIGN_TYPES,
-    CONVERSION_TYPES,
-    DEFINITION_TYPES,
-    TOUCHPOINT_TYPES,
     Campaign,
     Deal,
     FollowerSnapshot,
@@ -192,14 +190,12 @@ def dedup_key_of(event: StrictModel) -> str | None:
 def route_event(settings: Settings, event: StrictModel) -> tuple[str, str]:
     """Return the topic and the key (person or campaign id) of a valid event."""
     event_type = getattr(event, "type")
-    if isinstance(event, Envelope):
-        if event_type in TOUCHPOINT_TYPES:
-            return settings.topic_touchpoints, event.person_id
-        if event_type in CONVERSION_TYPES:
-            return settings.topic_conversions, event.person_id
-    if isinstance(event, (Campaign, Deal, Spend, Impressions, FollowerSnapshot)) and event_type in CAMPAIGN_TYPES:
-        topic = settings.topic_campaigns if event_type in DEFINITION_TYPES else settings.topic_spend
-        return topic, event.campaign_id
+    topic = input_topic(settings, event_type)
+    if topic is not None:
+        if isinstance(event, Envelope) and event_type not in CAMPAIGN_TYPES:
+            return topic, event.person_id
+        if isinstance(event, (Campaign, Deal, Spend, Impressions, FollowerSnapshot)):
+            return topic, event.campaign_id
     raise ValueError(f"no topic for event type {event_type!r}; add it to the routing in roitrack.collector.ingest")
 
 

@@ -159,6 +159,8 @@ def test_roi_dead_letters_invalid_credits(settings: Settings) -> None:
     assert [letter["event_index"] for letter in letters] == [1, 2, None, 0, None]
     assert [letter["reason"] for letter in letters] == ["invalid"] * 4 + ["unsupported"]
     assert letters[0]["errors"][0]["reason"] == "a weight must lie between 0 and 1"
+    # The wrong-partition credit names the campaign that decides its partition.
+    assert letters[4]["errors"][0]["value"] == elsewhere
     lifetime = [u for u in sink.on(settings.topic_roi_updates) if u["window"] == "lifetime"]
     assert {u["campaign_id"] for u in lifetime} == {"spring"}
     assert Decimal(lifetime[-1]["models"]["last_touch"]["conversions"]) == 3
@@ -354,9 +356,13 @@ def test_misrouted_event_dead_lettered(settings: Settings) -> None:
         store = StateStore(client, Keys(settings.redis_namespace))
         sink = Sink()
         # "ann" belongs on partition 0 of 2.
-        await AttributionProcessor(settings, store, sink).process(
-            [Record(settings.topic_touchpoints, 1, 0, b"ann", orjson.dumps(touch))]
-        )
+        spend = {"type": "spend", "spend_id": "s1", "campaign_id": "spring", "amount": "10", "currency": "EUR",
+                 "period_start": "2026-11-02T00:00:00Z", "period_end": "2026-11-03T00:00:00Z"}
+        await AttributionProcessor(settings, store, sink).process([
+            Record(settings.topic_touchpoints, 1, 0, b"ann", orjson.dumps(touch)),
+            # A definition on a person topic: the reason names the topic it belongs on.
+            Record(settings.topic_touchpoints, 1, 1, b"spring", orjson.dumps(spend)),
+        ])
         stored = await client.exists(store.keys.touchpoints(1, "ann"))
         await store.close()
         assert stored == 0
@@ -364,9 +370,14 @@ def test_misrouted_event_dead_lettered(settings: Settings) -> None:
 
     sink = run(scenario())
     letters = sink.on(settings.topic_dead_letters)
-    assert len(letters) == 1
+    assert len(letters) == 2
     assert letters[0]["reason"] == "unsupported"
     assert "partition 0" in letters[0]["errors"][0]["reason"]
+    # The person id decides the partition, so the dead letter names it.
+    assert (letters[0]["errors"][0]["field"], letters[0]["errors"][0]["value"]) == ("(key)", "ann")
+    assert letters[1]["errors"][0]["reason"] == (
+        f"event type does not belong on topic {settings.topic_touchpoints}; send it to {settings.topic_spend}"
+    )
 
 
 def test_rejected_messages_do_not_hold_progress(settings: Settings) -> None:

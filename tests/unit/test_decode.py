@@ -291,7 +291,15 @@ def test_non_json_bytes_undecodable(raw: bytes) -> None:
     assert isinstance(result, Rejected)
     assert result.reason == "undecodable"
     assert only_error(result).field == "(message)"
+    # The error shows the start of the message, so a dead letter names what arrived.
+    assert only_error(result).value == raw.decode("utf-8", "replace")
     assert result.raw == raw
+
+
+def test_undecodable_value_preview_is_cut() -> None:
+    [result] = decode_message(b"x" * 200)
+
+    assert only_error(result).value == "x" * 80 + "..."
 
 
 def test_none_value_undecodable() -> None:
