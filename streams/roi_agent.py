@@ -32,8 +32,8 @@ from roitrack.roi import (
     window_label,
 )
 from roitrack.settings import Settings
-from roitrack.topics import input_topic
 from roitrack.social import SocialAggregate
+from roitrack.topics import input_topic
 from schemas.common import epoch_ms
 from schemas.decode import Rejected, decode_message, describe_value, dumps_or_repr
 from schemas.events import Campaign, Spend
