@@ -564,13 +564,11 @@ class Settings(BaseSettings):
     @field_validator("alerts_webhook_urls")
     @classmethod
     def _check_webhook_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # The message names the position only, because the URL may contain a token.
+        # The message names the position, not the URL, because the URL may contain a token.
         for position, url in enumerate(value, start=1):
-            parts = urlsplit(url)
-            if parts.scheme not in {"http", "https"} or not parts.hostname:
-                raise ValueError(
-                    f"URL number {position} is not an http:// or https:// URL with a host name; fix it or remove it"
-                )
+            problem = webhook_url_problem(url)
+            if problem is not None:
+                raise ValueError(f"URL number {position} {problem}; fix it or remove it")
         return value
 
     @field_validator("bot_user_agent_patterns", mode="before")
@@ -772,6 +770,37 @@ def _variable(name: str) -> str:
 def _listed_are_set(variables: list[str]) -> str:
     verb = "is" if len(variables) == 1 else "are"
     return f"{', '.join(variables)} {verb} set"
+
+
+_PORT_PREVIEW_CHARS = 20
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Describe what makes ``url`` unusable as a webhook, or return None when it is usable.
+
+    The description completes a sentence that starts with the URL's name. It shows
+    the port or the host in brackets when they are wrong, but never the whole URL,
+    because the user name, password, path or query may contain a token.
+    """
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:
+        # urlsplit rejects an unclosed '[' and a bracketed host that is no IPv6 address.
+        return f"is invalid: {exc}"
+    if parts.scheme not in {"http", "https"} or not hostname:
+        return "is not an http:// or https:// URL with a host name"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        host_and_port = parts.netloc.rpartition("@")[2]
+        if host_and_port.startswith("["):
+            host_and_port = host_and_port.partition("]")[2]
+        port_text = host_and_port.rpartition(":")[2][:_PORT_PREVIEW_CHARS]
+        return f"has port {port_text!r}; a port must be a number from 1 to 65535"
+    return None
 
 
 def load_settings(**overrides: object) -> Settings:

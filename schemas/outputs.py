@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BeforeValidator, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer
 
 from schemas.common import Currency, Id, Money, StrictModel
 
@@ -20,16 +20,64 @@ ATTRIBUTION_MODELS: tuple[AttributionModel, ...] = (
 DEFAULT_MODEL: AttributionModel = "last_touch"
 
 
+#: Integer digits accepted in an Amount. A ratio of two money amounts (15 integer and
+#: 12 fraction digits each) has at most 28. ROI and ROAS divide window sums, so no
+#: exact bound exists, and 30 leaves room for those sums.
+AMOUNT_MAX_INTEGER_DIGITS = 30
+#: Fraction digits accepted in an Amount. The ROI agent's figures have at most 60
+#: significant digits (its DECIMAL_CONTEXT), so only one below 1e-40 could have more.
+#: With both limits, an accepted figure's plain text (as JSON writes it) stays short.
+AMOUNT_MAX_FRACTION_DIGITS = 100
+_PREVIEW_CHARS = 40
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "..."
+
+
 def _decimal_from_text(value: object) -> object:
-    return Decimal(value) if isinstance(value, str) else value
+    """Parse decimal text and check its digits; raise ValueError, which pydantic reports as a field error."""
+    if isinstance(value, str):
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            raise ValueError(f"must be a decimal string such as \"-0.25\", got {_preview(value)}") from None
+        # Checked here too, so that the message shows the text as sent, not its normalised form.
+        return _check_digits(number, original=value)
+    return value
+
+
+def _check_digits(value: Decimal, original: object) -> Decimal:
+    if not value.is_finite():
+        return value  # pydantic's finite_number check names the value
+    if value and value.adjusted() >= AMOUNT_MAX_INTEGER_DIGITS:
+        raise ValueError(f"has more than {AMOUNT_MAX_INTEGER_DIGITS} integer digits: {_preview(original)}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -AMOUNT_MAX_FRACTION_DIGITS:
+        raise ValueError(f"has more than {AMOUNT_MAX_FRACTION_DIGITS} fraction digits: {_preview(original)}")
+    return value
+
+
+def check_amount_range(value: Decimal) -> Decimal:
+    """Reject a decimal with more integer or fraction digits than an Amount allows.
+
+    A figure such as 1e999999 makes rounding to cents in the default decimal
+    context raise ``decimal.InvalidOperation``, and its plain text runs to a megabyte.
+    """
+    return _check_digits(value, original=str(value))
 
 
 Amount = Annotated[
     Decimal,
     BeforeValidator(_decimal_from_text),
+    AfterValidator(check_amount_range),
     PlainSerializer(lambda value: format(value, "f"), return_type=str, when_used="json"),
 ]
-"""A decimal that may be negative (ROI) or fractional (linear conversions); JSON string."""
+"""A decimal that may be negative (ROI) or fractional (linear conversions); JSON string.
+
+At most AMOUNT_MAX_INTEGER_DIGITS integer and AMOUNT_MAX_FRACTION_DIGITS fraction digits.
+"""
 
 
 class TouchpointRef(StrictModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from roitrack.alerts.rules import (
     CpaAboveRule,
@@ -13,9 +13,10 @@ from roitrack.alerts.rules import (
     rule_metric,
 )
 from roitrack.alerts.state import RuleState, StateKey, Transition, alert_id, breach_id
-from schemas.outputs import Alert
+from schemas.outputs import AMOUNT_MAX_INTEGER_DIGITS, Alert
 
 _CENT = Decimal("0.01")
+_CENT_CONTEXT = Context(prec=AMOUNT_MAX_INTEGER_DIGITS + 2)
 _METRIC_NAMES_NL = {"roi": "ROI", "roas": "ROAS", "cpa": "CPA", "revenue": "omzet", "conversions": "conversies"}
 _METRIC_NAMES_EN = {"roi": "ROI", "roas": "ROAS", "cpa": "CPA", "revenue": "revenue", "conversions": "conversions"}
 _MODEL_NAMES_EN = {"last_touch": "last touch", "first_touch": "first touch", "linear": "linear",
@@ -29,10 +30,18 @@ def _moment(epoch_ms: int) -> datetime:
 
 
 def _number(value: Decimal | None, decimal_comma: bool = False) -> str:
-    """Format a figure with two decimals for the summaries; '-' for a missing one."""
+    """Format a finite figure with two decimals for the summaries; '-' for a missing one.
+
+    A figure with more integer digits than an Amount allows is written as
+    1.00E+40 rather than in full. Validated updates and rules never have one.
+    """
     if value is None:
         return "-"
-    text = format(value.quantize(_CENT, rounding=ROUND_HALF_UP), "f")
+    if value and value.adjusted() >= AMOUNT_MAX_INTEGER_DIGITS:
+        text = format(value, ".2E")
+    else:
+        # The default 28-digit context cannot round 27 or more integer digits to cents.
+        text = format(value.quantize(_CENT, rounding=ROUND_HALF_UP, context=_CENT_CONTEXT), "f")
     return text.replace(".", ",") if decimal_comma else text
 
 

@@ -13,14 +13,14 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from roitrack.roi import window_label
-from roitrack.settings import Settings
-from schemas.outputs import DEFAULT_MODEL, AlertMetric, AttributionModel
+from roitrack.settings import Settings, webhook_url_problem
+from schemas.outputs import DEFAULT_MODEL, AlertMetric, AlertRuleKind, AttributionModel, check_amount_range
 
 _NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 _ENV_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -49,7 +49,7 @@ def _to_decimal(value: object) -> object:
     return value
 
 
-Number = Annotated[Decimal, BeforeValidator(_to_decimal)]
+Number = Annotated[Decimal, BeforeValidator(_to_decimal), AfterValidator(check_amount_range)]
 
 
 class _RuleBase(BaseModel):
@@ -121,6 +121,7 @@ Rule = Annotated[
     Field(discriminator="kind"),
 ]
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
+_RULE_KINDS: tuple[str, ...] = get_args(AlertRuleKind)
 
 
 def rule_metric(rule: Rule) -> AlertMetric:
@@ -242,12 +243,10 @@ def _webhook_url(path: Path, entry: WebhookEntry) -> str:
             )
     else:
         url = str(entry.url)
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise RulesError(
-            f"rules file {path}: the URL of webhook {entry.name!r} is not an http:// or https:// URL "
-            "with a host name. Fix it."
-        )
+    problem = webhook_url_problem(url)
+    if problem is not None:
+        source = f" (from {entry.url_env})" if entry.url_env is not None else ""
+        raise RulesError(f"rules file {path}: the URL of webhook {entry.name!r}{source} {problem}. Fix it.")
     return url
 
 
@@ -269,6 +268,11 @@ def load_rules(path: Path, settings: Settings) -> RuleSet:
     rules: list[Rule] = []
     for index, raw in enumerate(parsed.rules):
         name = f"rules[{index}]" + (f" (id {raw['id']!r})" if isinstance(raw.get("id"), str) else "")
+        if "kind" not in raw:
+            # Without this check, pydantic reports only that it cannot extract the discriminator.
+            raise RulesError(
+                f"rules file {path}: {name} is invalid: kind: missing; set it to one of {', '.join(_RULE_KINDS)}"
+            )
         try:
             rule = _RULE_ADAPTER.validate_python(raw)
         except ValidationError as exc:

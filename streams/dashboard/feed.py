@@ -67,6 +67,14 @@ def chart_point(update: dict[str, Any]) -> list[Any]:
     return [emitted_ms, update["sequence"], {model: figures["roi"] for model, figures in update["models"].items()}]
 
 
+def _first_error(exc: ValidationError) -> str:
+    """Describe a validation failure in one line: the first field error, and how many there are."""
+    errors = exc.errors(include_url=False)
+    location = ".".join(str(part) for part in errors[0]["loc"]) or "(message)"
+    more = f" ({len(errors)} field errors in all)" if len(errors) > 1 else ""
+    return f"{location}: {errors[0]['msg']}{more}"
+
+
 def _iso_to_ms(text: str) -> int:
     from datetime import datetime
 
@@ -186,7 +194,7 @@ class DashboardFeed:
         try:
             update = RoiUpdate.model_validate(value).model_dump(mode="json")
         except ValidationError as exc:
-            self._reject("an ROI update", exc)
+            self._reject("an ROI update", _first_error(exc))
             return False
         key = (update["campaign_id"], update["window"])
         known = self.latest.get(key)

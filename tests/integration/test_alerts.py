@@ -353,6 +353,36 @@ def test_stale_sequences_and_invalid_ignored(
     assert "skipped 1 invalid RoiUpdate message(s)" in consumer.log_text()
 
 
+def test_poison_update_skipped_and_next_applied(
+    alerts_settings: Settings, processes: list[AlertsProcess], tmp_path: Path
+) -> None:
+    settings = alerts_settings
+    campaign = f"camp-{uuid.uuid4().hex[:6]}"
+    rules = write_rules(tmp_path / "rules.toml", '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n')
+    base = datetime.now(timezone.utc) + timedelta(days=1)
+
+    consumer = start(processes, settings, rules, tmp_path, "alerts")
+    send_updates(settings, [roi_update(campaign, "lifetime", 1, base, roi="-1")])
+    wait_for_alerts(settings, campaign, 1, consumer)
+    # Each of these would resolve the firing rule if the consumer read its ROI as a number.
+    send_updates(settings, [
+        roi_update(campaign, "lifetime", 2, base + timedelta(seconds=1), roi="1e999999"),
+        roi_update(campaign, "lifetime", 3, base + timedelta(seconds=2), roi="abc"),
+        roi_update(campaign, "lifetime", 4, base + timedelta(seconds=3), roi="0.5"),
+    ])
+    wait_for_alerts(settings, campaign, 2, consumer)
+    wait_for(lambda: applied_sequence(settings, campaign, "lifetime") == 4, 30, "the valid update to be applied")
+    assert consumer.stop() == 0
+    alerts = alerts_of(settings, campaign)
+    log_text = consumer.log_text()
+
+    assert [(alert["state"], alert["update_sequence"]) for alert in alerts] == [("fired", 1), ("resolved", 4)]
+    assert alerts[1]["observed"] == "0.5"
+    assert "invalid=2" in log_text
+    assert "roi: Value error, has more than 30 integer digits: '1e999999'" in log_text
+    assert "Traceback" not in log_text
+
+
 # --- the consumer's clock -----------------------------------------------------------------
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
 
+from roitrack.alerts.consumer import AlertConsumer
 from roitrack.alerts.engine import AlertEngine, Changes
 from roitrack.alerts.rules import RuleSet, load_rules
 from roitrack.alerts.state import StateKey
@@ -179,3 +185,65 @@ def test_load_ignores_state_of_removed_rules(rules: RuleSet) -> None:
     assert removed not in engine.states
     assert StateKey("roi", "spring", "lifetime") in engine.states
     assert engine.sequences == {"lifetime|spring": 1}
+
+
+def test_huge_figure_resolves_with_summary(rules: RuleSet) -> None:
+    engine = AlertEngine(rules)
+    changes = Changes()
+    engine.apply(roi_update(1, roi="-1"), 0, T0, changes)
+
+    # 29 integer digits: valid, but more than the default decimal context rounds to cents.
+    engine.apply(roi_update(2, at_s=60, roi="1e28"), 0, T0 + timedelta(seconds=60), changes)
+
+    states = [(new.alert.rule_id, new.alert.state) for new in changes.alerts]
+    assert states == [("roi", "fired"), ("roi", "resolved")]
+    resolved = changes.alerts[1].alert
+    assert resolved.observed == Decimal("1e28")
+    assert resolved.message_en == (
+        "Campaign spring: ROI 10000000000000000000000000000.00 is back at or above 0.00 (lifetime, last touch)."
+    )
+
+
+# --- the consumer's decoding of roi-updates messages ---------------------------------------
+
+
+def poison_update(**figures: Any) -> bytes:
+    """Encode a lifetime update of campaign spring whose top-level figures are replaced by ``figures``."""
+    value = roi_update(3).model_dump(mode="json")
+    value.update(figures)
+    # json, not orjson: orjson rejects integers beyond 64 bits, which a sender may still write.
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "shown"),
+    [
+        (poison_update(roi="abc"), "roi", "'abc'"),
+        (poison_update(roi="1e999999"), "roi", "'1e999999'"),
+        (poison_update(roi="-1E+30"), "roi", "'-1E+30'"),
+        (poison_update(spend="1e-999999"), "spend", "'1e-999999'"),
+        (poison_update(cpa=10**40), "cpa", "more than 30 integer digits"),
+        (b"{}", "campaign_id", None),
+        (b"not json", "(message)", None),
+    ],
+    ids=["not-a-number", "huge-exponent", "30-integer-digits", "tiny-exponent", "huge-integer", "empty", "not-json"],
+)
+def test_consumer_skips_invalid_update(
+    rules: RuleSet, caplog: pytest.LogCaptureFixture, payload: bytes, field: str, shown: str | None
+) -> None:
+    consumer = AlertConsumer(load_settings(), rules, "unit-test-alerts", threading.Event())
+    record = SimpleNamespace(value=payload, partition=2, offset=41)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="roitrack.alerts.consumer"):
+            decoded = consumer._decode(record)
+    finally:
+        consumer.redis.close()
+
+    assert decoded is None
+    assert consumer.engine.stats["updates_invalid"] == 1
+    assert "skipped 1 invalid RoiUpdate message(s)" in caplog.text
+    assert "partition=2 offset=41" in caplog.text
+    assert f": {field}: " in caplog.text
+    if shown is not None:
+        assert shown in caplog.text

@@ -55,3 +55,24 @@ def test_summaries(rule: Rule, state: str, observation: Observation, english: st
 
     assert message_en == english
     assert message_nl == dutch
+
+
+@pytest.mark.parametrize(
+    ("observed", "english", "dutch"),
+    [
+        # 27 integer digits: one more than the default decimal context can round to cents.
+        (Decimal("1e26"), "100000000000000000000000000.00", "100000000000000000000000000,00"),
+        (Decimal("-123456789012345678901234567890.125"), "-123456789012345678901234567890.13",
+         "-123456789012345678901234567890,13"),
+        (Decimal("1e999999"), "1.00E+999999", "1,00E+999999"),
+        (Decimal("-4.567e400"), "-4.57E+400", "-4,57E+400"),
+        (Decimal("1e-999999"), "0.00", "0,00"),
+    ],
+)
+def test_summaries_format_any_finite_figure(observed: Decimal, english: str, dutch: str) -> None:
+    transition = Transition("resolved", Breach(1, 0), Observation(False, observed, Decimal(0)), 0)
+
+    message_en, message_nl = summaries(ROI, StateKey(ROI.id, "spring", ROI.window), STATE, transition)
+
+    assert message_en == f"Campaign spring: ROI {english} is back at or above 0.00 (24h, last touch)."
+    assert message_nl == f"Campagne spring: ROI {dutch} ligt weer op of boven 0,00 (24h, last touch)."

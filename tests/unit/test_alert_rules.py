@@ -15,6 +15,7 @@ from roitrack.alerts.rules import (
     SuddenDropRule,
     load_rules,
 )
+from roitrack.cli import _load as load_settings_or_exit
 from roitrack.settings import Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -233,3 +234,80 @@ def test_settings_webhook_urls_comma_list(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ROITRACK_ALERTS_WEBHOOK_URLS", "https://a.example/1, http://b.example:8080/2")
 
     assert load_settings().alerts_webhook_urls == ("https://a.example/1", "http://b.example:8080/2")
+
+
+RULE = '[[rules]]\nid = "x"\nkind = "roi_below"\nwindow = "1h"\nthreshold = 0\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[[rules]]\nid = "x"\nwindow = "1h"\nthreshold = 0\n',
+         "kind: missing; set it to one of roi_below, cpa_above, spend_without_conversions, sudden_drop"),
+        ('[[rules]]\nid = "x"\nkind = "roi_below"\nwindow = "1h"\nthreshold = "1e999999"\n',
+         "threshold: Value error, has more than 30 integer digits: '1E+999999'"),
+        ('[[rules]]\nid = "x"\nkind = "cpa_above"\nwindow = "1h"\nthreshold = "1e-999999"\n',
+         "threshold: Value error, has more than 100 fraction digits: '1E-999999'"),
+        (f'[[webhooks]]\nname = "chat"\nurl = "http://localhost:abc/x"\n{RULE}',
+         "webhook 'chat' has port 'abc'; a port must be a number from 1 to 65535"),
+        (f'[[webhooks]]\nname = "chat"\nurl = "http://localhost:99999/x"\n{RULE}',
+         "webhook 'chat' has port '99999'; a port must be a number from 1 to 65535"),
+        (f'[[webhooks]]\nname = "chat"\nurl = "http://localhost:0/x"\n{RULE}',
+         "webhook 'chat' has port '0'; a port must be a number from 1 to 65535"),
+        (f'[[webhooks]]\nname = "chat"\nurl = "http://[::1/x"\n{RULE}',
+         "the URL of webhook 'chat' is invalid: Invalid IPv6 URL"),
+        (f'[[webhooks]]\nname = "chat"\nurl = "http://[zz]/x"\n{RULE}',
+         "the URL of webhook 'chat' is invalid: 'zz' does not appear to be an IPv4 or IPv6 address"),
+    ],
+    ids=["kind-missing", "threshold-huge", "threshold-tiny", "port-not-number", "port-too-high",
+         "port-zero", "ipv6-unclosed", "ipv6-not-address"],
+)
+def test_invalid_rule_or_webhook_explained(tmp_path: Path, settings: Settings, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+
+    with pytest.raises(RulesError) as raised:
+        load_rules(path, settings)
+
+    assert expected in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
+def test_webhook_port_error_hides_url(tmp_path: Path, settings: Settings) -> None:
+    path = write(tmp_path, f'[[webhooks]]\nname = "chat"\nurl = "https://user:token-SECRET@localhost:abc/x"\n{RULE}')
+
+    with pytest.raises(RulesError) as raised:
+        load_rules(path, settings)
+
+    assert "'abc'" in str(raised.value)
+    assert "SECRET" not in str(raised.value)
+
+
+def test_webhook_url_env_port_rejected(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROITRACK_TEST_HOOK_BAD_PORT", "http://localhost:abc/x")
+    path = write(tmp_path, f'[[webhooks]]\nname = "chat"\nurl_env = "ROITRACK_TEST_HOOK_BAD_PORT"\n{RULE}')
+
+    with pytest.raises(RulesError) as raised:
+        load_rules(path, settings)
+
+    assert "ROITRACK_TEST_HOOK_BAD_PORT" in str(raised.value)
+    assert "'abc'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://localhost:abc/", "URL number 2 has port 'abc'; a port must be a number from 1 to 65535"),
+        ("http://localhost:99999/", "URL number 2 has port '99999'; a port must be a number from 1 to 65535"),
+        ("http://[::1/", "URL number 2 is invalid: Invalid IPv6 URL"),
+    ],
+    ids=["port-not-number", "port-too-high", "ipv6-unclosed"],
+)
+def test_settings_webhook_url_env_rejected(monkeypatch: pytest.MonkeyPatch, url: str, expected: str) -> None:
+    monkeypatch.setenv("ROITRACK_ALERTS_WEBHOOK_URLS", f"https://a.example/1,{url}")
+
+    with pytest.raises(SystemExit) as raised:
+        load_settings_or_exit()
+
+    message = str(raised.value)
+    assert message.startswith("invalid settings: ROITRACK_ALERTS_WEBHOOK_URLS=(secret, not shown): ")
+    assert expected in message

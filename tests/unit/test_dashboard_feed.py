@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
+import pytest
 
 from roitrack.settings import Settings
 from schemas.outputs import ATTRIBUTION_MODELS
@@ -152,3 +154,18 @@ def test_static_files_are_package_data() -> None:
     for path in static:
         relative = path.relative_to(root / "streams").as_posix()
         assert any(fnmatch(relative, pattern) for pattern in patterns), relative
+
+
+def test_apply_roi_skips_unreadable_figures(caplog: pytest.LogCaptureFixture) -> None:
+    state = feed()
+
+    with caplog.at_level(logging.WARNING, logger="streams.dashboard.feed"):
+        assert not state.apply_roi(update(sequence=1, roi="abc"))
+        assert not state.apply_roi(update(sequence=2, roi="1e999999"))
+        assert not state.apply_roi(update(sequence=3, roi="1e-999999"))
+    assert state.apply_roi(update(sequence=4, roi="0.7"))
+
+    assert state.rejected == 3
+    assert "skipped an ROI update" in caplog.text
+    assert "roi: Value error, must be a decimal string such as \"-0.25\", got 'abc'" in caplog.text
+    assert state.latest[("c1", "lifetime")]["roi"] == "0.7"

@@ -87,6 +87,18 @@ def test_decode_names_field_of_bad_fact() -> None:
     assert (problem.field, problem.value) == ("kind", "view")
 
 
+def test_decode_names_unreadable_revenue() -> None:
+    good = referral_fact(decision(new_customer=True, revenue=Decimal("12.50")))
+
+    decoded = decode_facts([{**good, "revenue": "abc"}, {**good, "revenue": "1e999999"}], "spring")
+
+    problems = [problem for _, problem in decoded]
+    assert all(isinstance(problem, FieldError) for problem in problems)
+    assert [(problem.field, problem.value) for problem in problems] == [("revenue", "abc"), ("revenue", "1e999999")]
+    assert "must be a decimal string" in problems[0].reason
+    assert "more than 30 integer digits" in problems[1].reason
+
+
 def test_decode_rejects_fact_under_other_key() -> None:
     [(_, problem)] = decode_facts(engagement_fact(share()), "autumn")
 
