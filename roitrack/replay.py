@@ -30,6 +30,8 @@ from streams.state import partition_for_key
 log = logging.getLogger(__name__)
 
 DEFAULT_JOURNEY_START = datetime(2026, 11, 2, tzinfo=timezone.utc)
+#: Key of a line that cannot be routed. Such a line goes to the touchpoints topic.
+UNROUTABLE_KEY = b"unroutable"
 
 
 @dataclass
@@ -67,7 +69,7 @@ def route(settings: Settings, raw: bytes, event: Any) -> Routed:
         if event_type in CAMPAIGN_TYPES and isinstance(campaign, str):
             topic = settings.topic_campaigns if event_type in DEFINITION_TYPES else settings.topic_spend
             return Routed(topic, campaign.encode(), raw, False, True)
-    return Routed(settings.topic_touchpoints, b"unroutable", raw, False, False)
+    return Routed(settings.topic_touchpoints, UNROUTABLE_KEY, raw, False, False)
 
 
 def read_events(path: Path, start: datetime = DEFAULT_JOURNEY_START) -> Iterator[tuple[bytes, Any]]:
