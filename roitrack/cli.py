@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from roitrack.settings import ENV_PREFIX, Settings, load_settings
 from roitrack.synthetic import DEFAULT_PEOPLE
+from schemas.outputs import DEAD_LETTER_REASONS, UNREADABLE_REASON
 
 log = logging.getLogger("roitrack")
 
@@ -203,22 +204,25 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_deadletters(args: argparse.Namespace) -> int:
-    from roitrack.deadletters import (
-        DeadLettersError,
-        format_dead_letters,
-        format_redrive_report,
-        read_dead_letters,
-        redrive,
-    )
+def _cmd_deadletters_list(args: argparse.Namespace) -> int:
+    from roitrack.deadletters import DeadLettersError, format_dead_letters, read_dead_letters
 
     settings = _load()
     settings.require_kafka()
     try:
-        if args.action == "list":
-            records = read_dead_letters(settings, reason=args.reason, source_topic=args.source_topic, limit=args.limit)
-            print(format_dead_letters(records, as_json=args.json))
-            return 0
+        records = read_dead_letters(settings, reason=args.reason, source_topic=args.source_topic, limit=args.limit)
+    except DeadLettersError as exc:
+        raise SystemExit(str(exc)) from None
+    print(format_dead_letters(records, as_json=args.json))
+    return 0
+
+
+def _cmd_deadletters_redrive(args: argparse.Namespace) -> int:
+    from roitrack.deadletters import DeadLettersError, format_redrive_report, redrive
+
+    settings = _load()
+    settings.require_kafka()
+    try:
         report = redrive(
             settings,
             reason=args.reason,
@@ -399,6 +403,81 @@ def _tcp_port(text: str) -> int:
     return port
 
 
+def _positive_int(text: str) -> int:
+    """Parse a count that must be at least 1, such as --limit."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _topic_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a topic name, got an empty value")
+    return text
+
+
+def _group_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a consumer group name, got an empty value")
+    return text
+
+
+def _add_deadletters(commands: Any) -> None:
+    """Add ``deadletters list`` and ``deadletters redrive``, each with only the options it uses."""
+    # The reasons come from schemas.outputs because importing roitrack.deadletters
+    # here would load the Kafka client for every command.
+    list_reasons = (*DEAD_LETTER_REASONS, UNREADABLE_REASON)
+    dead = commands.add_parser("deadletters", help="list rejected messages, or re-drive them after a fix")
+    actions = dead.add_subparsers(dest="action", required=True)
+
+    listing = actions.add_parser(
+        "list", help="print dead letters, oldest first, read without a consumer group",
+    )
+    listing.add_argument(
+        "--reason", choices=list_reasons, metavar="REASON",
+        help=(f"only dead letters with this reason: {', '.join(DEAD_LETTER_REASONS)}, "
+              f"or {UNREADABLE_REASON} for messages that are not dead letters"),
+    )
+    listing.add_argument(
+        "--source-topic", type=_topic_name,
+        help="only dead letters rejected from this topic ('collector' for the HTTP collector)",
+    )
+    listing.add_argument(
+        "--limit", type=_positive_int, metavar="N",
+        help="keep only the newest N matching dead letters, still printed oldest first (default: all)",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    listing.set_defaults(handler=_cmd_deadletters_list)
+
+    resend = actions.add_parser(
+        "redrive", help="produce matching dead letters' payloads again, keyed as the worker expects",
+    )
+    resend.add_argument(
+        "--reason", choices=DEAD_LETTER_REASONS, metavar="REASON",
+        help=f"only dead letters with this reason: {', '.join(DEAD_LETTER_REASONS)}",
+    )
+    resend.add_argument(
+        "--source-topic", type=_topic_name,
+        help="only dead letters rejected from this topic ('collector' for the HTTP collector)",
+    )
+    resend.add_argument("--to-topic", type=_topic_name, help="produce every payload to this topic instead of its own")
+    resend.add_argument("--dry-run", action="store_true", help="report what would be sent; send and commit nothing")
+    resend.add_argument(
+        "--from-beginning", action="store_true",
+        help=("start from the first dead letter. Without it, redrive continues after the last run of "
+              "the same group, which also committed past the dead letters that did not match that run's filters"),
+    )
+    resend.add_argument(
+        "--group", type=_group_name,
+        help="consumer group that stores the progress (default: <ROITRACK_APP_ID>-redrive)",
+    )
+    resend.set_defaults(handler=_cmd_deadletters_redrive)
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -462,21 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--out", default="json-schema", help="output directory (default: ./json-schema)")
     schemas.set_defaults(handler=_cmd_schemas)
 
-    dead = commands.add_parser("deadletters", help="list rejected messages, or re-drive them after a fix")
-    dead.add_argument("action", choices=["list", "redrive"])
-    dead.add_argument("--reason", help="only dead letters with this reason (invalid, undecodable, unknown_type, unsupported, late)")
-    dead.add_argument("--source-topic", help="only dead letters rejected from this topic (or 'collector')")
-    dead.add_argument("--limit", type=int, help="list: show at most this many, newest first")
-    dead.add_argument("--json", action="store_true", help="list: print JSON lines instead of a table")
-    dead.add_argument("--to-topic", help="redrive: produce to this topic instead of the source topic")
-    dead.add_argument("--dry-run", action="store_true", help="redrive: report what would be sent, send nothing")
-    dead.add_argument(
-        "--from-beginning", action="store_true",
-        help=("redrive: start from the first dead letter. Without it, redrive continues after the last run of "
-              "the same group, which also skipped the dead letters that did not match that run's filters"),
-    )
-    dead.add_argument("--group", help="redrive: consumer group that remembers progress (default: <ROITRACK_APP_ID>-redrive)")
-    dead.set_defaults(handler=_cmd_deadletters)
+    _add_deadletters(commands)
 
     collector = commands.add_parser(
         "collector", help="run the HTTP collector: tracking pixel, click redirect and batch endpoint"

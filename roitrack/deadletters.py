@@ -1,11 +1,11 @@
 """List the dead-letter topic and redrive dead letters to their source topics.
 
 ``read_dead_letters`` reads the whole dead-letter topic without a consumer
-group. ``redrive`` re-produces the payload of each matching dead letter, with
-its original key, so that a fixed worker (or a fixed producer's data) processes
-it again. It reads through the consumer group ``<app id>-redrive`` and commits
-after the broker acknowledged what it produced, so a second run sends only dead
-letters that arrived since.
+group. ``redrive`` re-produces the payload of each matching dead letter, keyed
+as the worker expects, so that a fixed worker (or a fixed producer's data)
+processes it again. It reads through the consumer group ``<app id>-redrive``
+and commits after the broker acknowledged what it produced, so a second run
+sends only dead letters that arrived since.
 
 The CLI wires these as ``roitrack deadletters list`` and
 ``roitrack deadletters redrive``.
@@ -28,11 +28,11 @@ from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from roitrack.connections import kafka_python_config
-from roitrack.replay import make_producer, route
+from roitrack.replay import UNROUTABLE_KEY, make_producer, route
 from roitrack.settings import Settings
-from schemas.outputs import DeadLetter, FieldError
+from schemas.outputs import DEAD_LETTER_REASONS, UNREADABLE_REASON, DeadLetter, FieldError
 from schemas.privacy import PERSONAL_FIELDS
-from streams.records import REMOVED
+from streams.records import REMOVED, WRONG_PARTITION_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ SKIPPED_UNROUTABLE = "skipped_unroutable"
 SKIPPED_UNREADABLE = "skipped_unreadable"
 SKIPPED_MISSING_TOPIC = "skipped_missing_topic"
 
-#: ``reason`` given to a message of the dead-letter topic that is not a dead letter.
-UNREADABLE_REASON = "(unreadable)"
+#: Reasons that ``read_dead_letters`` accepts as a filter, which are the dead-letter reasons and ``(unreadable)``.
+LIST_REASONS: tuple[str, ...] = (*DEAD_LETTER_REASONS, UNREADABLE_REASON)
 
 _POLL_TIMEOUT_MS = 200
 _PROGRESS_LOG_INTERVAL_S = 10.0
@@ -155,6 +155,16 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def check_reason(reason: str | None, known: Sequence[str]) -> None:
+    """Raise ValueError unless ``reason`` is None or one of ``known``.
+
+    A filter with a misspelt reason matches nothing, and a redrive would then
+    commit its group past every dead letter it read.
+    """
+    if reason is not None and reason not in known:
+        raise ValueError(f"invalid dead-letter reason {reason!r}, expected one of {', '.join(known)}")
+
+
 def matches(record: DeadLetterRecord, reason: str | None, source_topic: str | None) -> bool:
     """Return whether a dead letter passes the ``reason`` and ``source_topic`` filters (None passes all)."""
     if reason is not None and record.reason != reason:
@@ -245,11 +255,13 @@ def read_dead_letters(
     Reads without a consumer group, so nothing is committed, up to the end
     offsets the broker reports at the start. The result is ordered by
     rejection time, then partition and offset. ``limit`` keeps the newest
-    ``limit`` matching dead letters. ``idle_s`` is how long to wait for more
-    records while a partition is still behind its end offset.
+    ``limit`` matching dead letters, still oldest first. ``reason`` must be
+    one of ``LIST_REASONS`` (ValueError otherwise). ``idle_s`` is how long to
+    wait for more records while a partition is still behind its end offset.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}; leave it out to list every dead letter")
+    check_reason(reason, LIST_REASONS)
     consumer = _consumer(settings, group_id=None)
     found: list[DeadLetterRecord] = []
     try:
@@ -346,11 +358,15 @@ def plan_redrive(
     """Decide where one dead letter's payload goes, or why it cannot be redriven.
 
     A dead letter from a Kafka topic goes back to that topic (``to_topic``
-    overrides it) with its original key. The worker keys the dead letter of a
-    keyless message ``<topic>-<partition>``, so such a payload goes without a
-    key, to the same partition when the target is the source topic. A dead
-    letter from the collector is routed by its event ``type``, like
-    ``roitrack replay`` routes events.
+    overrides it). A payload that is one event object is keyed as the worker
+    expects (see ``event_key``), so an event rejected for arriving on the
+    wrong partition lands on the right one. Any other payload keeps its
+    original key. The worker keys the dead letter of a keyless message
+    ``<topic>-<partition>``, so such a payload goes without a key, to the same
+    partition when the target is the source topic. A dead letter from the
+    collector, or one that ``roitrack replay`` produced under the key
+    ``unroutable``, is routed by its event ``type``, like ``roitrack replay``
+    routes events.
     """
     where = f"dead letter {record.partition}:{record.offset}"
     if record.reason == UNREADABLE_REASON:
@@ -368,29 +384,79 @@ def plan_redrive(
     value, removed = drop_removed_fields(record.payload.encode("utf-8"))
 
     if record.source_topic == COLLECTOR_SOURCE:
-        try:
-            event = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return RedriveSkip(
-                SKIPPED_NOT_JSON,
-                f"{where} from the collector has a payload that is not JSON ({_cut(record.payload, 40)!r}), "
-                "so it has no type to route by; fix the sender and send the event again",
-            )
-        routed = route(settings, value, event)
-        if not routed.routable:
-            return RedriveSkip(
-                SKIPPED_UNROUTABLE,
-                f"{where} from the collector has no known type with a person or campaign id "
-                f"(type={event.get('type') if isinstance(event, dict) else None!r}); fix the event and send it again",
-            )
-        return RedriveTarget(to_topic or routed.topic, routed.key, None, value, removed)
+        return _plan_by_type(settings, record, value, removed, to_topic, f"{where} from the collector")
+    if record.key == UNROUTABLE_KEY:
+        # replay produced the line to the touchpoints topic only because it found no topic for it.
+        origin = f"{where}, produced by `roitrack replay` under the key 'unroutable',"
+        return _plan_by_type(settings, record, value, removed, to_topic, origin)
 
-    keyless = record.key is None or record.key == f"{record.source_topic}-{record.source_partition}".encode()
     topic = to_topic or record.source_topic
+    key = event_key(settings, topic, value)
+    if key is not None:
+        return RedriveTarget(topic, key, None, value, removed)
+    if any(error.field == WRONG_PARTITION_FIELD for error in record.errors):
+        return RedriveSkip(
+            SKIPPED_UNROUTABLE,
+            f"{where} was rejected for its key, and its payload has no user_id, anonymous_id or campaign_id "
+            "to key it by, so the worker would reject it again; fix the event and produce it again",
+        )
+    keyless = record.key is None or record.key == f"{record.source_topic}-{record.source_partition}".encode()
     if keyless:
         partition = record.source_partition if topic == record.source_topic else None
         return RedriveTarget(topic, None, partition, value, removed)
     return RedriveTarget(topic, record.key, None, value, removed)
+
+
+def _plan_by_type(
+    settings: Settings,
+    record: DeadLetterRecord,
+    value: bytes,
+    removed: tuple[str, ...],
+    to_topic: str | None,
+    origin: str,
+) -> RedriveTarget | RedriveSkip:
+    """Route a payload by its event ``type``, as ``roitrack replay`` does. ``origin`` starts each skip message."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return RedriveSkip(
+            SKIPPED_NOT_JSON,
+            f"{origin} has a payload that is not JSON ({_cut(record.payload, 40)!r}), "
+            "so it has no type to route by; fix the sender and send the event again",
+        )
+    routed = route(settings, value, event)
+    if not routed.routable:
+        return RedriveSkip(
+            SKIPPED_UNROUTABLE,
+            f"{origin} has no known type with a person or campaign id "
+            f"(type={event.get('type') if isinstance(event, dict) else None!r}); fix the event and send it again",
+        )
+    return RedriveTarget(to_topic or routed.topic, routed.key, None, value, removed)
+
+
+def event_key(settings: Settings, topic: str, payload: bytes) -> bytes | None:
+    """Return the key that the worker expects for a payload that is one event object, or None.
+
+    The attribution agent rejects a person's event, and the ROI agent a
+    credit, that arrived on another partition than Kafka's default murmur2
+    partitioner picks for its person or campaign id. Credits and social facts
+    on the credits topic are keyed by ``campaign_id``. Other events are keyed as
+    ``roitrack replay`` keys them: person events by ``user_id``, else
+    ``anonymous_id``, and campaign events by ``campaign_id``. None for a
+    batch (a JSON array), a payload that is not JSON, or an event without
+    such an id.
+    """
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    if topic == settings.topic_credits:
+        campaign = event.get("campaign_id")
+        return campaign.encode() if isinstance(campaign, str) and campaign else None
+    routed = route(settings, payload, event)
+    return routed.key if routed.routable else None
 
 
 def drop_removed_fields(payload: bytes) -> tuple[bytes, tuple[str, ...]]:
@@ -426,6 +492,8 @@ class RedriveReport:
 
     group_id: str
     dry_run: bool
+    #: The one topic that every payload went to, or None for each dead letter's own topic.
+    to_topic: str | None = None
     read: int = 0
     unmatched: int = 0
     #: Redriven payloads that lost personal fields the worker had replaced with ``[removed]``.
@@ -452,8 +520,9 @@ class RedriveReport:
 def format_redrive_report(report: RedriveReport) -> str:
     """Render a redrive report: a summary line, counts per outcome and target topic, and skip examples."""
     verb = "would send" if report.dry_run else "sent"
+    target = f"to topic {report.to_topic}" if report.to_topic is not None else "back to their topics"
     lines = [
-        f"{verb} {report.redriven} of {report.read} dead letter(s) read back to their topics in {report.elapsed_s:.1f} s "
+        f"{verb} {report.redriven} of {report.read} dead letter(s) read {target} in {report.elapsed_s:.1f} s "
         f"({report.skipped} skipped, {report.unmatched} not matching the filters; "
         f"consumer group {report.group_id})"
     ]
@@ -470,6 +539,13 @@ def format_redrive_report(report: RedriveReport) -> str:
         lines.append(f"  skipped: {detail}")
     if report.skipped > len(report.skip_examples):
         lines.append(f"  ... {report.skipped - len(report.skip_examples)} more skipped")
+    if report.unmatched:
+        commit = "a run without --dry-run commits" if report.dry_run else "committed"
+        lines.append(
+            f"{report.unmatched} dead letter(s) did not match the filters, and group {report.group_id} {commit} "
+            "past them. The next run of this group does not read them again, so redrive them with "
+            "--from-beginning or another --group."
+        )
     if report.dry_run:
         lines.append("dry run: nothing was produced and no offset was committed")
     return "\n".join(lines)
@@ -545,7 +621,7 @@ def redrive(
     progress: bool | None = None,
     producer_factory: Callable[[Settings], Any] = make_producer,
 ) -> RedriveReport:
-    """Re-produce matching dead letters' payloads to their source topics, with their keys.
+    """Re-produce matching dead letters' payloads to their source topics.
 
     Reads the dead-letter topic through consumer group ``group_id`` (default
     ``<ROITRACK_APP_ID>-redrive``) from its committed offsets, or from the
@@ -556,11 +632,15 @@ def redrive(
     match the filters or were skipped, too: redrive those with another
     ``group_id`` or with ``from_beginning``. ``to_topic`` sends every match
     to that topic instead, for example after fixing the routing of a producer.
-    A dry run produces and commits nothing.
+    A dry run produces and commits nothing. ``plan_redrive`` picks each
+    payload's topic and key. ``reason`` must be one of
+    ``DEAD_LETTER_REASONS`` (ValueError otherwise), so that a misspelt
+    filter cannot commit the group past every dead letter.
 
-    Skipped and counted: truncated payloads, collector dead letters whose
-    payload is not a JSON event of a known type, unreadable messages, and
-    targets that do not exist. Personal fields that the worker replaced with
+    Skipped and counted: truncated payloads, collector dead letters (and
+    replay's ``unroutable`` ones) whose payload is not a JSON event of a known
+    type, dead letters rejected for their key whose payload has no id to key
+    it by, unreadable messages, and targets that do not exist. Personal fields that the worker replaced with
     ``[removed]`` are deleted from the payload before it is sent (see
     ``drop_removed_fields``). ``progress`` shows a progress bar (default:
     when stdout is a terminal).
@@ -569,10 +649,15 @@ def redrive(
     offsets and the group is never joined, so two redrives running at the
     same time with one ``group_id`` both send the same dead letters.
     """
-    group = group_id or f"{settings.app_id}-redrive"
-    if to_topic is not None and not to_topic:
+    if to_topic is not None and not to_topic.strip():
         raise ValueError("to_topic is empty; name a topic or leave it out to use each dead letter's source topic")
-    report = RedriveReport(group_id=group, dry_run=dry_run)
+    if source_topic is not None and not source_topic.strip():
+        raise ValueError("source_topic is empty; name a topic or leave it out to redrive every source topic")
+    if group_id is not None and not group_id.strip():
+        raise ValueError("group_id is empty; name a consumer group or leave it out for <ROITRACK_APP_ID>-redrive")
+    check_reason(reason, DEAD_LETTER_REASONS)
+    group = group_id or f"{settings.app_id}-redrive"
+    report = RedriveReport(group_id=group, dry_run=dry_run, to_topic=to_topic)
     started_s = time.monotonic()
     consumer = _consumer(settings, group_id=group)
     producer: Any = None

@@ -31,6 +31,8 @@ from streams.state import partition_for_key
 log = logging.getLogger(__name__)
 
 DEFAULT_JOURNEY_START = datetime(2026, 11, 2, tzinfo=timezone.utc)
+#: Key of a line that cannot be routed. Such a line goes to the touchpoints topic.
+UNROUTABLE_KEY = b"unroutable"
 
 
 @dataclass
@@ -64,7 +66,7 @@ def route(settings: Settings, raw: bytes, event: Any) -> Routed:
         key = event.get("campaign_id") if event_type in CAMPAIGN_TYPES else event.get("user_id") or event.get("anonymous_id")
         if topic is not None and isinstance(key, str):
             return Routed(topic, key.encode(), raw, event_type in CONVERSION_TYPES, True)
-    return Routed(settings.topic_touchpoints, b"unroutable", raw, False, False)
+    return Routed(settings.topic_touchpoints, UNROUTABLE_KEY, raw, False, False)
 
 
 def read_events(path: Path, start: datetime = DEFAULT_JOURNEY_START) -> Iterator[tuple[bytes, Any]]:

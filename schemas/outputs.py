@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer
 
@@ -340,11 +340,19 @@ class FieldError(StrictModel):
     reason: str
 
 
+DeadLetterReason = Literal["undecodable", "invalid", "unknown_type", "unsupported", "late"]
+#: Every reason the worker and the collector give a dead letter.
+DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
+#: Reason that ``roitrack deadletters list`` shows for a message of the
+#: dead-letter topic that is not a valid dead letter; no dead letter has it.
+UNREADABLE_REASON = "(unreadable)"
+
+
 class DeadLetter(StrictModel):
     """A rejected message, with the reason and where it came from."""
 
     type: Literal["dead_letter"] = "dead_letter"
-    reason: Literal["undecodable", "invalid", "unknown_type", "unsupported", "late"]
+    reason: DeadLetterReason
     step: str
     errors: list[FieldError]
     source_topic: str

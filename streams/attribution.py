@@ -53,7 +53,9 @@ from streams.crediting import (
 from streams.quality import FloodCheck, is_bot
 from streams.probe import Probe, ProbeRequest, ProbeResult
 from streams.progress import ProgressReporter, SourceProgress, partition_progress
-from streams.records import Outgoing, Record, Send, dead_letter, rejected_dead_letter, split_by_bytes
+from streams.records import (
+    WRONG_PARTITION_FIELD, Outgoing, Record, Send, dead_letter, rejected_dead_letter, split_by_bytes,
+)
 from streams.referrals import PersonSocial, QueuedReferral, ReferralDecisions
 from streams.release import Releaser
 from streams.state import (
@@ -532,7 +534,7 @@ class AttributionProcessor:
         if expected_partition != partition:
             # The person's other events, and lookups by person, go to the murmur2 partition.
             self._reject(plan, record, "unsupported", FieldError(
-                field="(key)", value=event.person_id,
+                field=WRONG_PARTITION_FIELD, value=event.person_id,
                 reason=(f"the person id belongs on partition {expected_partition} under Kafka's default "
                         f"murmur2 partitioner, but the event arrived on partition {partition}; produce it "
                         "keyed by user_id (else anonymous_id) with the default partitioner"),

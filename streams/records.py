@@ -91,6 +91,11 @@ def iso_ms(epoch_ms: int) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
+#: ``FieldError.field`` of an event or credit rejected because it arrived on
+#: another partition than its person or campaign id belongs on.
+WRONG_PARTITION_FIELD = "(key)"
+
+
 def dead_letter(
     topic: str,
     record: Record,

@@ -50,7 +50,8 @@ from streams.progress import (
     pop_sources,
 )
 from streams.records import (
-    Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter, split_by_bytes, utc_now,
+    WRONG_PARTITION_FIELD, Outgoing, Record, Send, dead_letter, decimal_text, iso_ms, rejected_dead_letter,
+    split_by_bytes, utc_now,
 )
 from streams.social import CampaignSocial, SocialBatch
 from streams.state import (
@@ -68,8 +69,6 @@ from streams.state import (
 log = logging.getLogger(__name__)
 
 WATERMARK_FIELD = "_watermark_ms"
-#: The field of the error for a credit on another partition than its campaign's.
-WRONG_PARTITION_FIELD = "(key)"
 
 
 def _dead_reason(problem: FieldError) -> str:

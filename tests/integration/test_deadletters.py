@@ -24,8 +24,10 @@ from roitrack.deadletters import (
     read_dead_letters,
     redrive,
 )
+from roitrack.replay import UNROUTABLE_KEY
 from roitrack.settings import Settings
 from roitrack.topics import create_topics
+from streams.state import partition_for_key
 from tests.harness import WorkerProcess, produce, read_topic, unique_settings, wait_for
 
 T0 = "2026-11-02T10:00:00Z"
@@ -225,11 +227,11 @@ def test_redrive_to_fixed_topic_is_attributed(worker_settings: Settings) -> None
 
 
 def dead_letter_value(source_topic: str, payload: str | bytes, *, partition: int = 0, offset: int = 0,
-                      truncated: bool = False, reason: str = "invalid") -> bytes:
+                      truncated: bool = False, reason: str = "invalid", field: str = "type") -> bytes:
     text = payload.decode() if isinstance(payload, bytes) else payload
     return orjson.dumps({
         "type": "dead_letter", "reason": reason, "step": "test", "errors": [
-            {"field": "type", "value": "x", "reason": "test"}],
+            {"field": field, "value": "x", "reason": "test"}],
         "source_topic": source_topic, "source_partition": partition, "source_offset": offset,
         "event_index": None, "payload": text, "payload_truncated": truncated,
         "rejected_at": "2026-11-02T10:00:00Z",
@@ -244,6 +246,7 @@ def test_redrive_routes_and_skips(make_settings: Callable[..., Settings]) -> Non
              "campaign_id": "camp", "channel": "instagram"}
     keyless = {"type": "click", "event_id": ids("keyless"), "event_time": T0, "user_id": person,
                "campaign_id": "camp", "channel": "instagram"}
+    batched = [{**keyless, "event_id": ids("batched")}, {**keyless, "event_id": ids("batched")}]
     touchpoints = settings.topic_touchpoints
     dead = settings.topic_dead_letters
     produce(settings, [
@@ -251,33 +254,43 @@ def test_redrive_routes_and_skips(make_settings: Callable[..., Settings]) -> Non
         (dead, b"x", dead_letter_value("collector", "not json at all")),
         (dead, b"x", dead_letter_value("collector", orjson.dumps({"type": "teleport", "user_id": person}))),
         (dead, f"{touchpoints}-2".encode(), dead_letter_value(touchpoints, orjson.dumps(keyless), partition=2)),
+        (dead, f"{touchpoints}-3".encode(), dead_letter_value(touchpoints, orjson.dumps(batched), partition=3)),
         (dead, person.encode(), dead_letter_value(touchpoints, '{"type": "click", "cut', truncated=True)),
         (dead, person.encode(), dead_letter_value("topic-that-was-deleted", orjson.dumps(click))),
         (dead, b"x", b"this is not a dead letter"),
     ])
 
     report = redrive(settings, idle_s=0.5, progress=False)
-    assert report.read == 7
+    assert report.read == 8
     assert report.unmatched == 0
     assert report.outcomes == {
-        REDRIVEN: 2,
+        REDRIVEN: 3,
         SKIPPED_NOT_JSON: 1,
         SKIPPED_UNROUTABLE: 1,
         SKIPPED_TRUNCATED: 1,
         SKIPPED_MISSING_TOPIC: 1,
         SKIPPED_UNREADABLE: 1,
     }
-    assert report.by_topic == {touchpoints: 2}
+    assert report.by_topic == {touchpoints: 3}
     assert report.group_id == f"{settings.app_id}-redrive"
     summary = format_redrive_report(report)
-    assert summary.startswith("sent 2 of 7 dead letter(s) read back to their topics")
+    assert summary.startswith("sent 3 of 8 dead letter(s) read back to their topics")
     assert "'topic-that-was-deleted', which does not exist" in summary
+    assert "did not match the filters" not in summary
 
-    messages = {orjson.loads(message.value)["event_id"]: message for message in raw_messages(settings, touchpoints)}
-    assert set(messages) == {click["event_id"], keyless["event_id"]}
-    assert messages[click["event_id"]].key == person.encode()
-    assert messages[keyless["event_id"]].key is None
-    assert messages[keyless["event_id"]].partition == 2
+    messages = raw_messages(settings, touchpoints)
+    by_event = {orjson.loads(message.value)["event_id"]: message for message in messages
+                if not message.value.startswith(b"[")}
+    assert set(by_event) == {click["event_id"], keyless["event_id"]}
+    assert by_event[click["event_id"]].key == person.encode()
+    # A single event from a keyless message is keyed by its person, as the worker expects.
+    assert by_event[keyless["event_id"]].key == person.encode()
+    assert by_event[keyless["event_id"]].partition == partition_for_key(person.encode(), settings.person_partitions)
+    # A batch from a keyless message goes back without a key to the partition it came from.
+    batches = [message for message in messages if message.value.startswith(b"[")]
+    assert len(batches) == 1
+    assert batches[0].key is None
+    assert batches[0].partition == 3
 
     assert redrive(settings, idle_s=0.5, progress=False).read == 0
 
@@ -295,3 +308,124 @@ def test_missing_topics_raise_with_fix(make_settings: Callable[..., Settings]) -
         redrive(created, to_topic="no-such-target", idle_s=0.5, progress=False)
     with pytest.raises(ValueError, match="to_topic is empty"):
         redrive(created, to_topic="", idle_s=0.5, progress=False)
+
+
+def test_redrive_rekeys_wrong_partition(worker_settings: Settings) -> None:
+    """Dead letters rejected for their key are keyed by person or campaign id, and the worker accepts them."""
+    settings = worker_settings
+    group = ids("rekey-group")
+    produce(settings, [(settings.topic_dead_letters, b"filler", dead_letter_value("filler", "{}"))])
+    # A run whose filter matches nothing commits the group past every dead letter so far, and reports it.
+    skipped = redrive(settings, source_topic=ids("no-such-source"), group_id=group, idle_s=0.5, progress=False)
+    assert skipped.outcomes[REDRIVEN] == 0
+    assert skipped.read >= 1
+    assert skipped.unmatched == skipped.read
+    assert f"group {group} committed past them" in format_redrive_report(skipped)
+
+    person = ids("person")
+    person_partition = partition_for_key(person.encode(), settings.person_partitions)
+    person_elsewhere = next(key for key in (f"{person}-{number}" for number in range(100))
+                            if partition_for_key(key.encode(), settings.person_partitions) != person_partition)
+    order = purchase(person)
+    campaign = ids("camp")
+    campaign_partition = partition_for_key(campaign.encode(), settings.campaign_partitions)
+    campaign_elsewhere = next(key for key in (f"{campaign}-{number}" for number in range(100))
+                              if partition_for_key(key.encode(), settings.campaign_partitions) != campaign_partition)
+    credit_id = ids("credit")
+    credit = {"type": "credit", "credit_id": credit_id, "conversion_id": credit_id, "campaign_id": campaign,
+              "event_time": "2026-11-02T10:00:00.000Z", "weights": {"last_touch": "1"},
+              "revenue": {"last_touch": "50"}}
+    send(settings, settings.topic_conversions, person_elsewhere, order)
+    send(settings, settings.topic_credits, campaign_elsewhere, credit)
+    letters = letters_with(settings, [order["event_id"], credit_id], reason="unsupported")
+    assert [letter.errors[0].field for letter in letters] == ["(key)", "(key)"]
+
+    report = redrive(settings, reason="unsupported", group_id=group, idle_s=0.5, progress=False)
+    assert report.read == 2
+    assert report.outcomes == {REDRIVEN: 2}
+    assert report.by_topic == {settings.topic_conversions: 1, settings.topic_credits: 1}
+    assert "did not match the filters" not in format_redrive_report(report)
+
+    # The original message and the redriven one, by key (the two are on different partitions).
+    sent_order = {message.key: message.partition for message in raw_messages(settings, settings.topic_conversions)
+                  if order["event_id"].encode() in message.value}
+    assert set(sent_order) == {person_elsewhere.encode(), person.encode()}
+    assert sent_order[person.encode()] == person_partition
+    sent_credit = {message.key: message.partition for message in raw_messages(settings, settings.topic_credits)
+                   if credit_id.encode() in message.value}
+    assert set(sent_credit) == {campaign_elsewhere.encode(), campaign.encode()}
+    assert sent_credit[campaign.encode()] == campaign_partition
+
+    def accepted() -> bool:
+        attributions = read_topic(settings, settings.topic_attributions, idle_s=0.5, max_wait_s=10)
+        updates = read_topic(settings, settings.topic_roi_updates, idle_s=0.5, max_wait_s=10)
+        return (any(item["conversion_id"] == order["event_id"] for item in attributions)
+                and any(update["campaign_id"] == campaign for update in updates))
+
+    wait_for(accepted, 60, f"attribution of {order['event_id']} and an ROI update of {campaign}")
+    again = letters_with(settings, [order["event_id"], credit_id])
+    assert len(again) == 2, "the worker rejected a redriven dead letter again"
+
+
+def test_redrive_rejects_unknown_reason(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    create_topics(settings, settings.kafka_bootstrap)
+    person = ids("person")
+    late = purchase(person)
+    invalid = purchase(person)
+    produce(settings, [
+        (settings.topic_dead_letters, person.encode(),
+         dead_letter_value(settings.topic_conversions, orjson.dumps(invalid), reason="invalid")),
+        (settings.topic_dead_letters, person.encode(),
+         dead_letter_value(settings.topic_conversions, orjson.dumps(late), reason="late")),
+    ])
+
+    with pytest.raises(ValueError, match="invalid dead-letter reason 'Late', expected one of") as raised:
+        redrive(settings, reason="Late", idle_s=0.5, progress=False)
+    assert "undecodable, invalid, unknown_type, unsupported, late" in str(raised.value)
+    with pytest.raises(ValueError, match="invalid dead-letter reason 'Late', expected one of"):
+        read_dead_letters(settings, reason="Late", idle_s=0.5)
+    assert [letter.reason for letter in read_dead_letters(settings, reason="late", idle_s=0.5)] == ["late"]
+
+    # The rejected run committed nothing, so the run with the right reason still finds the dead letter.
+    report = redrive(settings, reason="late", idle_s=0.5, progress=False)
+    assert report.outcomes == {REDRIVEN: 1}
+    assert report.unmatched == 1
+    summary = format_redrive_report(report)
+    assert (f"1 dead letter(s) did not match the filters, and group {report.group_id} committed past them"
+            in summary)
+    assert "--from-beginning" in summary
+
+    dry = redrive(settings, from_beginning=True, dry_run=True, to_topic=settings.topic_touchpoints,
+                  idle_s=0.5, progress=False)
+    dry_summary = format_redrive_report(dry)
+    assert dry_summary.startswith(f"would send 2 of 2 dead letter(s) read to topic {settings.topic_touchpoints}")
+    assert "did not match the filters" not in dry_summary
+
+
+def test_redrive_routes_replay_unroutable(make_settings: Callable[..., Settings]) -> None:
+    """Payloads that `roitrack replay` keyed unroutable are routed by type, or skipped when that fails too."""
+    settings = make_settings()
+    create_topics(settings, settings.kafka_bootstrap)
+    person = ids("person")
+    routable = purchase(person)
+    touchpoints = settings.topic_touchpoints
+    produce(settings, [
+        (settings.topic_dead_letters, UNROUTABLE_KEY,
+         dead_letter_value(touchpoints, orjson.dumps({"type": "teleport", "user_id": person}), reason="unknown_type")),
+        (settings.topic_dead_letters, UNROUTABLE_KEY,
+         dead_letter_value(touchpoints, orjson.dumps(routable), reason="unknown_type")),
+        # A (key) dead letter whose payload has no id to key it by cannot be fixed by a redrive.
+        (settings.topic_dead_letters, b"somebody",
+         dead_letter_value(touchpoints, orjson.dumps({"type": "click"}), reason="unsupported", field="(key)")),
+    ])
+
+    report = redrive(settings, idle_s=0.5, progress=False)
+    assert report.outcomes == {REDRIVEN: 1, SKIPPED_UNROUTABLE: 2}
+    assert report.by_topic == {settings.topic_conversions: 1}
+    summary = format_redrive_report(report)
+    assert "produced by `roitrack replay` under the key 'unroutable'" in summary
+    assert "rejected for its key, and its payload has no user_id, anonymous_id or campaign_id" in summary
+    sent = raw_messages(settings, settings.topic_conversions)
+    assert [message.key for message in sent] == [person.encode()]
+    assert raw_messages(settings, touchpoints) == []

@@ -60,3 +60,52 @@ def test_report_names_an_unreachable_redis(tmp_path: Path, monkeypatch: pytest.M
     assert message.startswith("cannot read Redis at redis://127.0.0.1:1/0: ")
     assert message.endswith("Check that Redis runs and that ROITRACK_REDIS_URL points at it")
     assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["deadletters", "redrive", "--limit", "1"], "unrecognized arguments: --limit 1"),
+        (["deadletters", "redrive", "--json"], "unrecognized arguments: --json"),
+        (["deadletters", "list", "--dry-run"], "unrecognized arguments: --dry-run"),
+        (["deadletters", "list", "--to-topic", "conversions"], "unrecognized arguments: --to-topic conversions"),
+        (["deadletters", "list", "--from-beginning"], "unrecognized arguments: --from-beginning"),
+        (["deadletters", "list", "--group", "mine"], "unrecognized arguments: --group mine"),
+        (["deadletters", "list", "--reason", "Late"], "argument --reason: invalid choice: 'Late'"),
+        (["deadletters", "redrive", "--reason", "Late"], "argument --reason: invalid choice: 'Late'"),
+        (["deadletters", "redrive", "--reason", "(unreadable)"], "argument --reason: invalid choice: '(unreadable)'"),
+        (["deadletters", "list", "--limit", "0"], "argument --limit: must be at least 1, got 0"),
+        (["deadletters", "list", "--limit", "-3"], "argument --limit: must be at least 1, got -3"),
+        (["deadletters", "list", "--limit", "many"], "argument --limit: not a whole number: 'many'"),
+        (["deadletters", "redrive", "--to-topic", ""], "argument --to-topic: needs a topic name, got an empty value"),
+        (["deadletters", "redrive", "--source-topic", " "], "argument --source-topic: needs a topic name"),
+        (["deadletters", "list", "--source-topic", ""], "argument --source-topic: needs a topic name"),
+        (["deadletters", "redrive", "--group", ""], "argument --group: needs a consumer group name"),
+    ],
+)
+def test_deadletters_rejects_invalid_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_deadletters_reason_error_lists_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["deadletters", "redrive", "--reason", "Late"])
+
+    error = capsys.readouterr().err
+    for reason in ("undecodable", "invalid", "unknown_type", "unsupported", "late"):
+        assert f"'{reason}'" in error
+
+
+def test_deadletters_list_accepts_unreadable_reason() -> None:
+    from roitrack.cli import build_parser
+
+    args = build_parser().parse_args(["deadletters", "list", "--reason", "(unreadable)", "--limit", "5"])
+
+    assert args.reason == "(unreadable)"
+    assert args.limit == 5
