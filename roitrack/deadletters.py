@@ -366,7 +366,8 @@ def plan_redrive(
     partition when the target is the source topic. A dead letter from the
     collector, or one that ``roitrack replay`` produced under the key
     ``unroutable``, is routed by its event ``type``, like ``roitrack replay``
-    routes events.
+    routes events. So is an event that the worker rejected for arriving on a
+    topic its type does not belong on, unless ``to_topic`` is given.
     """
     where = f"dead letter {record.partition}:{record.offset}"
     if record.reason == UNREADABLE_REASON:
@@ -389,6 +390,9 @@ def plan_redrive(
         # replay produced the line to the touchpoints topic only because it found no topic for it.
         origin = f"{where}, produced by `roitrack replay` under the key 'unroutable',"
         return _plan_by_type(settings, record, value, removed, to_topic, origin)
+    if to_topic is None and record.reason == "unsupported" and any(error.field == "type" for error in record.errors):
+        # Its type belongs on another topic, so sending it back to the source topic would fail again.
+        return _plan_by_type(settings, record, value, removed, None, f"{where}, an event on the wrong topic,")
 
     topic = to_topic or record.source_topic
     key = event_key(settings, topic, value)

@@ -429,3 +429,28 @@ def test_redrive_routes_replay_unroutable(make_settings: Callable[..., Settings]
     sent = raw_messages(settings, settings.topic_conversions)
     assert [message.key for message in sent] == [person.encode()]
     assert raw_messages(settings, touchpoints) == []
+
+
+def test_redrive_routes_event_on_wrong_topic_by_type(make_settings: Callable[..., Settings]) -> None:
+    """A purchase rejected on the touchpoints topic goes to conversions, unless --to-topic names another topic."""
+    settings = make_settings()
+    create_topics(settings, settings.kafka_bootstrap)
+    person = ids("person")
+    misplaced = purchase(person)
+    produce(settings, [
+        (settings.topic_dead_letters, person.encode(),
+         dead_letter_value(settings.topic_touchpoints, orjson.dumps(misplaced), reason="unsupported", field="type")),
+    ])
+
+    dry = redrive(settings, dry_run=True, idle_s=0.5, progress=False, group_id=ids("group"))
+    forced = redrive(settings, dry_run=True, to_topic=settings.topic_spend, idle_s=0.5, progress=False,
+                     group_id=ids("group"))
+    report = redrive(settings, idle_s=0.5, progress=False)
+
+    assert dry.by_topic == {settings.topic_conversions: 1}
+    assert forced.by_topic == {settings.topic_spend: 1}
+    assert report.by_topic == {settings.topic_conversions: 1}
+    sent = raw_messages(settings, settings.topic_conversions)
+    assert [(message.key, orjson.loads(message.value)["event_id"]) for message in sent] == [
+        (person.encode(), misplaced["event_id"])]
+    assert raw_messages(settings, settings.topic_touchpoints) == []
