@@ -13,16 +13,24 @@ from roitrack.alerts.rules import (
     rule_metric,
 )
 from roitrack.alerts.state import RuleState, StateKey, Transition, alert_id, breach_id
+from roitrack.i18n import model_name, text
 from schemas.outputs import AMOUNT_MAX_INTEGER_DIGITS, Alert
 
 _CENT = Decimal("0.01")
 _CENT_CONTEXT = Context(prec=AMOUNT_MAX_INTEGER_DIGITS + 2)
 _METRIC_NAMES_NL = {"roi": "ROI", "roas": "ROAS", "cpa": "CPA", "revenue": "omzet", "conversions": "conversies"}
 _METRIC_NAMES_EN = {"roi": "ROI", "roas": "ROAS", "cpa": "CPA", "revenue": "revenue", "conversions": "conversions"}
-_MODEL_NAMES_EN = {"last_touch": "last touch", "first_touch": "first touch", "linear": "linear",
-                   "time_decay": "time decay", "position_based": "position based"}
-_MODEL_NAMES_NL = {**_MODEL_NAMES_EN, "linear": "lineair"}
-_LIFETIME_NL = "hele looptijd"
+_WINDOW_UNITS = frozenset("mhd")
+
+
+def _window_nl(window: str) -> str:
+    """Write a window label such as '24h' or 'lifetime' in Dutch: 'laatste 24 u', 'hele looptijd'."""
+    if window == "lifetime":
+        return text("window.lifetime", "nl").lower()
+    count, unit = window[:-1], window[-1:]
+    if count.isdigit() and unit in _WINDOW_UNITS:
+        return text("window.rolling", "nl", count=count, unit=text(f"unit.{unit}", "nl")).lower()
+    return window
 
 
 def _moment(epoch_ms: int) -> datetime:
@@ -62,9 +70,8 @@ def _duration(seconds: Decimal | None, hour_symbol: str = "h") -> str:
 def summaries(rule: Rule, key: StateKey, state: RuleState, transition: Transition) -> tuple[str, str]:
     """Write the English and the Dutch one-line summary of an alert."""
     observation = transition.observation
-    window_nl = _LIFETIME_NL if key.window == "lifetime" else key.window
-    context_en = f"({key.window}, {_MODEL_NAMES_EN[rule.model]})"
-    context_nl = f"({window_nl}, {_MODEL_NAMES_NL[rule.model]})"
+    context_en = f"({key.window}, {model_name(rule.model, 'en').lower()})"
+    context_nl = f"({_window_nl(key.window)}, {model_name(rule.model, 'nl').lower()})"
     campaign = key.campaign_id
     fired = transition.state == "fired"
     value_en = _number(observation.observed)

@@ -126,7 +126,7 @@ def test_alert_record_fields(rules: RuleSet) -> None:
     assert alert.observed_at == T0 + timedelta(seconds=30)
     assert alert.emitted_at == T0 + timedelta(seconds=31)
     assert alert.message_en == "Campaign spring: ROI -0.25 is below 0.00 (lifetime, last touch)."
-    assert alert.message_nl == "Campagne spring: ROI -0,25 ligt onder 0,00 (hele looptijd, last touch)."
+    assert alert.message_nl == "Campagne spring: ROI -0,25 ligt onder 0,00 (hele looptijd, laatste contactmoment)."
     assert Alert.model_validate_json(alert.model_dump_json()) == alert
     assert orjson.loads(alert.model_dump_json())["observed"] == "-0.25"
 
@@ -166,7 +166,7 @@ def test_tick_fires_only_on_assigned_partitions(rules: RuleSet) -> None:
         "Campaign spring: 10.00 EUR spent without conversions for 5 min (lifetime, last touch)."
     )
     assert here.alerts[0].alert.message_nl == (
-        "Campagne spring: 10,00 EUR uitgegeven zonder conversies, al 5 min (hele looptijd, last touch)."
+        "Campagne spring: 10,00 EUR uitgegeven zonder conversies, al 5 min (hele looptijd, laatste contactmoment)."
     )
     assert list(here.states) == [StateKey("spend", "spring", "lifetime")]
     assert again.empty

@@ -21,28 +21,28 @@ DROP = SuddenDropRule(id="d", kind="sudden_drop", window="1h", metric="revenue",
 CASES = [
     (ROI, "fired", Observation(True, Decimal("-0.1234"), Decimal(0)),
      "Campaign spring: ROI -0.12 is below 0.00 (24h, last touch).",
-     "Campagne spring: ROI -0,12 ligt onder 0,00 (24h, last touch)."),
+     "Campagne spring: ROI -0,12 ligt onder 0,00 (laatste 24 u, laatste contactmoment)."),
     (ROI, "resolved", Observation(False, Decimal("0.05"), Decimal(0)),
      "Campaign spring: ROI 0.05 is back at or above 0.00 (24h, last touch).",
-     "Campagne spring: ROI 0,05 ligt weer op of boven 0,00 (24h, last touch)."),
+     "Campagne spring: ROI 0,05 ligt weer op of boven 0,00 (laatste 24 u, laatste contactmoment)."),
     (CPA, "fired", Observation(True, Decimal("25.5"), Decimal(20)),
      "Campaign spring: CPA 25.50 EUR is above 20.00 EUR (7d, linear).",
-     "Campagne spring: CPA 25,50 EUR ligt boven 20,00 EUR (7d, lineair)."),
+     "Campagne spring: CPA 25,50 EUR ligt boven 20,00 EUR (laatste 7 d, lineair)."),
     (CPA, "resolved", Observation(False, Decimal("19"), Decimal(20)),
      "Campaign spring: CPA 19.00 EUR is back at or below 20.00 EUR (7d, linear).",
-     "Campagne spring: CPA 19,00 EUR ligt weer op of onder 20,00 EUR (7d, lineair)."),
+     "Campagne spring: CPA 19,00 EUR ligt weer op of onder 20,00 EUR (laatste 7 d, lineair)."),
     (SPEND, "fired", Observation(True, Decimal(3 * 3600 + 5), Decimal(3600)),
      "Campaign spring: 1234.50 EUR spent without conversions for 3 h (lifetime, last touch).",
-     "Campagne spring: 1234,50 EUR uitgegeven zonder conversies, al 3 u (hele looptijd, last touch)."),
+     "Campagne spring: 1234,50 EUR uitgegeven zonder conversies, al 3 u (hele looptijd, laatste contactmoment)."),
     (SPEND, "resolved", Observation(False, Decimal(90), Decimal(3600)),
      "Campaign spring: no longer spending without conversions, after 90 s (lifetime, last touch).",
-     "Campagne spring: geen uitgaven zonder conversies meer, na 90 s (hele looptijd, last touch)."),
+     "Campagne spring: geen uitgaven zonder conversies meer, na 90 s (hele looptijd, laatste contactmoment)."),
     (DROP, "fired", Observation(True, Decimal(10), Decimal(60), Decimal(100)),
      "Campaign spring: revenue 10.00 dropped more than 40% below its recent mean 100.00 (1h, last touch).",
-     "Campagne spring: omzet 10,00 is meer dan 40% gedaald onder het recente gemiddelde 100,00 (1h, last touch)."),
+     "Campagne spring: omzet 10,00 is meer dan 40% gedaald onder het recente gemiddelde 100,00 (laatste 1 u, laatste contactmoment)."),
     (DROP, "resolved", Observation(False, Decimal(80), Decimal(60), Decimal(100)),
      "Campaign spring: revenue 80.00 is back within 40% of its recent mean 100.00 (1h, last touch).",
-     "Campagne spring: omzet 80,00 ligt weer binnen 40% van het recente gemiddelde 100,00 (1h, last touch)."),
+     "Campagne spring: omzet 80,00 ligt weer binnen 40% van het recente gemiddelde 100,00 (laatste 1 u, laatste contactmoment)."),
 ]
 
 
@@ -75,4 +75,4 @@ def test_summaries_format_any_finite_figure(observed: Decimal, english: str, dut
     message_en, message_nl = summaries(ROI, StateKey(ROI.id, "spring", ROI.window), STATE, transition)
 
     assert message_en == f"Campaign spring: ROI {english} is back at or above 0.00 (24h, last touch)."
-    assert message_nl == f"Campagne spring: ROI {dutch} ligt weer op of boven 0,00 (24h, last touch)."
+    assert message_nl == f"Campagne spring: ROI {dutch} ligt weer op of boven 0,00 (laatste 24 u, laatste contactmoment)."
