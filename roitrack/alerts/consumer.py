@@ -12,7 +12,9 @@ Each loop polls a batch of RoiUpdate records, evaluates the rules
 4. commits the batch's offsets to Kafka.
 
 Recovery rule: on start and after every partition assignment, the consumer
-loads the alert state from Redis, sends what the outbox still holds for the
+pauses the assigned partitions and loads the alert state from Redis. While
+Redis is down it retries with back-off, outside the rebalance listener, so the
+group can still rebalance. Then it sends what the outbox still holds for the
 assigned partitions, and resumes from the group's committed offsets. Updates
 read again after a crash between steps 1 and 4 have a sequence number at or
 below the stored one and are ignored, so they fire nothing twice. A crash
@@ -77,7 +79,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyth
         self.owner.revoke({tp.partition for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.owner.assign({tp.partition for tp in assigned})
+        self.owner.assign(set(assigned))
 
 
 class AlertConsumer:
@@ -90,8 +92,14 @@ class AlertConsumer:
         self.stop = stop
         self.engine = AlertEngine(rules)
         self.assigned: set[int] = set()
+        #: The assigned TopicPartitions, paused from assignment until the state is loaded.
+        self._assigned_tps: set[Any] = set()
         #: False until the state of the assigned partitions is loaded; no update is evaluated before.
         self.loaded = False
+        #: True from an assignment until its state is loaded.
+        self._assignment_pending = False
+        self._load_delay_s = _RETRY_INITIAL_S
+        self._next_load_s = 0.0
         self.redis = sync_redis_client(settings)
         self.store = AlertStore(self.redis, AlertKeys(settings.redis_namespace, group_id))
         used = {name for rule in rules.rules for name in rules.webhooks_for(rule)}
@@ -182,30 +190,63 @@ class AlertConsumer:
 
     def revoke(self, partitions: set[int]) -> None:
         self.assigned -= partitions
+        self._assigned_tps = {tp for tp in self._assigned_tps if tp.partition not in partitions}
         self.loaded = False
         if partitions:
             log.info("partitions revoked: %s", sorted(partitions))
 
-    def assign(self, partitions: set[int]) -> None:
-        """Load the state from Redis and send the outbox of the assigned partitions."""
-        self.assigned = set(partitions)
+    def assign(self, assigned: set[Any]) -> None:
+        """Pause the assigned partitions; the loop loads their state and resumes them.
+
+        Loading waits for Redis, and a rebalance listener that waits blocks the
+        consumer's poll, so the group would rebalance again and again while
+        Redis is down. Paused partitions return no records, so nothing is read
+        before the state it needs.
+        """
+        self._assigned_tps = set(assigned)
+        self.assigned = {tp.partition for tp in assigned}
         self.loaded = False
+        self._assignment_pending = True
+        self._load_delay_s = _RETRY_INITIAL_S
+        self._next_load_s = 0.0
+        if assigned:
+            self.consumer.pause(*assigned)
+        log.info("partitions %s assigned; they stay paused until the alert state is loaded",
+                 sorted(self.assigned) or "none")
+
+    def _load(self) -> bool:
+        """Load the alert state and send the outbox of the assigned partitions; return True when loaded.
+
+        One attempt per call. After a failure the partitions stay paused, and
+        the next attempt waits, doubling from 0.5 s up to 30 s.
+        """
+        now_s = time.monotonic()
+        if now_s < self._next_load_s:
+            return False
         try:
-            states = self._retry("loading the alert state", self.store.load_states)
-            sequences = self._retry("loading the sequence numbers", self.store.load_sequences)
-            self.engine.load(states, sequences)
-            self.loaded = True
-            outbox = self._retry("reading the outbox", self.store.outbox)
-            pending = [entry for entry in outbox if entry.partition in partitions]
-            log.info(
-                "partitions assigned: %s; loaded %d alert state(s), %d undelivered alert(s)",
-                sorted(partitions) or "none", len(self.engine.states), len(pending),
+            states = self.store.load_states()
+            sequences = self.store.load_sequences()
+            outbox = self.store.outbox()
+        except RedisError as exc:
+            log.warning(
+                "loading the alert state failed: %s: %s; partitions %s stay paused, retrying in %.1f s",
+                type(exc).__name__, exc, sorted(self.assigned) or "none", self._load_delay_s,
             )
-            self._redeliver(pending)
-        except _Stopping:
-            # kafka-python logs and swallows exceptions of rebalance listeners, so the
-            # loop learns of the stop from the event, and from ``loaded`` when the load failed.
-            return
+            self._next_load_s = now_s + self._load_delay_s
+            self._load_delay_s = min(_RETRY_MAX_S, self._load_delay_s * 2)
+            return False
+        self.engine.load(states, sequences)
+        self.loaded = True
+        self._assignment_pending = False
+        pending = [entry for entry in outbox if entry.partition in self.assigned]
+        log.info(
+            "partitions assigned: %s; loaded %d alert state(s), %d undelivered alert(s)",
+            sorted(self.assigned) or "none", len(self.engine.states), len(pending),
+        )
+        self._redeliver(pending)
+        if self._assigned_tps:
+            self.consumer.resume(*self._assigned_tps)
+        return True
 
     def _redeliver(self, entries: list[OutboxEntry]) -> None:
         to_topic = [entry for entry in entries if TOPIC_SINK in entry.sinks]
@@ -235,10 +276,13 @@ class AlertConsumer:
     # --- one batch ---------------------------------------------------------------
 
     def _loop_once(self) -> None:
+        if not self.loaded and not (self._assignment_pending and self._load()):
+            # Polling joins the group, or keeps the consumer in it; paused partitions return nothing.
+            self.consumer.poll(timeout_ms=_POLL_TIMEOUT_MS)
+            return
         polled = self.consumer.poll(timeout_ms=_POLL_TIMEOUT_MS)
         if not self.loaded:
-            # The state could not be loaded because the consumer is stopping. Evaluating
-            # without it would fire old breaches again, so drop the batch uncommitted.
+            # A rebalance during this poll paused the partitions again; what it returned is read again.
             return
         changes = Changes()
         now = datetime.now(timezone.utc)

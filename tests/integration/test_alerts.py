@@ -30,11 +30,13 @@ import redis
 from roitrack.alerts.store import TOPIC_SINK, AlertKeys, AlertStore, OutboxEntry, sequence_field
 from roitrack.connections import sync_redis_client
 from roitrack.demo import settings_environment
+from roitrack.embedded import free_port
 from roitrack.settings import Settings
 from roitrack.topics import create_topics
 from schemas.outputs import ATTRIBUTION_MODELS, Alert
 from tests.conftest import _delete_namespace
 from tests.harness import REPO_ROOT, produce, read_topic, unique_settings, wait_for
+from tests.integration.redis_servers import missing_redis_tools, start_node
 
 COOLDOWN_S = 7200
 
@@ -547,3 +549,48 @@ webhooks = ["flaky"]
     assert log_text.count("retrying in") == recorder.FAILURES
     assert "accepted alert" in log_text
     assert "token-SECRET" not in log_text
+
+
+# --- Redis down at the start --------------------------------------------------------------
+
+
+def test_waits_for_redis_and_shares_partitions(
+    kafka_bootstrap: str, processes: list[AlertsProcess], tmp_path: Path
+) -> None:
+    """With Redis down, consumers keep their partitions paused and still rebalance, then catch up.
+
+    A consumer that waited for Redis inside its rebalance listener blocked the
+    group: a second consumer got no partitions until Redis came back.
+    """
+    skip = missing_redis_tools()
+    if skip:
+        pytest.skip(skip)
+    port = free_port()
+    settings = unique_settings(kafka_bootstrap, f"redis://127.0.0.1:{port}/0", alerts_auto_offset_reset="earliest")
+    create_topics(settings, kafka_bootstrap)
+    campaign = f"camp-{uuid.uuid4().hex[:6]}"
+    rules = write_rules(tmp_path / "rules.toml", '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n')
+    base = datetime.now(timezone.utc) + timedelta(days=1)
+
+    first = start(processes, settings, rules, tmp_path, "first")
+    send_updates(settings, [roi_update(campaign, "lifetime", 1, base, roi="-1")])
+    wait_for(lambda: "loading the alert state failed" in first.log_text(), 60, "a failed load of the alert state")
+    second = start(processes, settings, rules, tmp_path, "second")
+    # Both hold one of the two partitions, paused, while Redis is still down.
+    def assigned(process: AlertsProcess) -> bool:
+        log_text = process.log_text()
+        return "partitions [0] assigned" in log_text or "partitions [1] assigned" in log_text
+
+    wait_for(lambda: assigned(first) and assigned(second),
+             6 * settings.consumer_session_timeout_s, "a partition for each consumer while Redis is down")
+    assert read_topic(settings, settings.topic_alerts, idle_s=0.5, max_wait_s=5) == []
+
+    node = start_node(tmp_path / "redis", port, ["--port", str(port)], redis.Redis(port=port))
+    try:
+        fired = wait_for_alerts(settings, campaign, 1, first)
+        assert [(alert["state"], alert["update_sequence"]) for alert in fired] == [("fired", 1)]
+        assert first.stop() == 0
+        assert second.stop() == 0
+    finally:
+        node.stop()
+    assert "Traceback" not in first.log_text() + second.log_text()
