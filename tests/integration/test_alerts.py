@@ -39,6 +39,8 @@ from tests.harness import REPO_ROOT, produce, read_topic, unique_settings, wait_
 from tests.integration.redis_servers import missing_redis_tools, start_node
 
 COOLDOWN_S = 7200
+#: One rule: lifetime ROI below 0, under the default model.
+ROI_BELOW_ZERO = '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n'
 
 
 class AlertsProcess:
@@ -182,6 +184,12 @@ def applied_sequence(settings: Settings, campaign: str, window: str) -> int:
     finally:
         client.close()
     return int(value) if value is not None else 0
+
+
+def roi_below_case(tmp_path: Path) -> tuple[str, Path, datetime]:
+    """A new campaign id, a rules file with ROI_BELOW_ZERO, and a time a day ahead for its updates."""
+    return f"camp-{uuid.uuid4().hex[:6]}", write_rules(tmp_path / "rules.toml", ROI_BELOW_ZERO), (
+        datetime.now(timezone.utc) + timedelta(days=1))
 
 
 def write_rules(path: Path, text: str) -> Path:
@@ -333,9 +341,7 @@ def test_stale_sequences_and_invalid_ignored(
     alerts_settings: Settings, processes: list[AlertsProcess], tmp_path: Path
 ) -> None:
     settings = alerts_settings
-    campaign = f"camp-{uuid.uuid4().hex[:6]}"
-    rules = write_rules(tmp_path / "rules.toml", '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n')
-    base = datetime.now(timezone.utc) + timedelta(days=1)
+    campaign, rules, base = roi_below_case(tmp_path)
     steps = [(1, "0.3"), (3, "-1"), (2, "1"), (3, "1"), (4, "-1"), (5, "1")]
     updates = [roi_update(campaign, "lifetime", sequence, base + timedelta(seconds=index), roi=roi)
                for index, (sequence, roi) in enumerate(steps)]
@@ -359,9 +365,7 @@ def test_poison_update_skipped_and_next_applied(
     alerts_settings: Settings, processes: list[AlertsProcess], tmp_path: Path
 ) -> None:
     settings = alerts_settings
-    campaign = f"camp-{uuid.uuid4().hex[:6]}"
-    rules = write_rules(tmp_path / "rules.toml", '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n')
-    base = datetime.now(timezone.utc) + timedelta(days=1)
+    campaign, rules, base = roi_below_case(tmp_path)
 
     consumer = start(processes, settings, rules, tmp_path, "alerts")
     send_updates(settings, [roi_update(campaign, "lifetime", 1, base, roi="-1")])
@@ -425,7 +429,7 @@ def test_clock_fires_spend_rule_once_across_restart(
 def test_outbox_sent_after_crash(alerts_settings: Settings, processes: list[AlertsProcess], tmp_path: Path) -> None:
     settings = alerts_settings
     campaign = f"camp-{uuid.uuid4().hex[:6]}"
-    rules = write_rules(tmp_path / "rules.toml", '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n')
+    rules = write_rules(tmp_path / "rules.toml", ROI_BELOW_ZERO)
     now = datetime.now(timezone.utc)
     # What a crash right after the Redis write leaves: the alert in the outbox, no sink done.
     alert = Alert(
@@ -568,9 +572,7 @@ def test_waits_for_redis_and_shares_partitions(
     port = free_port()
     settings = unique_settings(kafka_bootstrap, f"redis://127.0.0.1:{port}/0", alerts_auto_offset_reset="earliest")
     create_topics(settings, kafka_bootstrap)
-    campaign = f"camp-{uuid.uuid4().hex[:6]}"
-    rules = write_rules(tmp_path / "rules.toml", '[[rules]]\nid = "roi"\nkind = "roi_below"\nwindow = "lifetime"\nthreshold = 0\n')
-    base = datetime.now(timezone.utc) + timedelta(days=1)
+    campaign, rules, base = roi_below_case(tmp_path)
 
     first = start(processes, settings, rules, tmp_path, "first")
     send_updates(settings, [roi_update(campaign, "lifetime", 1, base, roi="-1")])
