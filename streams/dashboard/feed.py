@@ -250,6 +250,17 @@ class DashboardFeed:
         received_ms = record.timestamp if record.timestamp and record.timestamp > 0 else int(time.time() * 1000)
         self.apply_alert(value, received_ms)
 
+    def _handle(self, topic: str, handle: Callable[[ConsumerRecord[Any, Any]], None],
+                record: ConsumerRecord[Any, Any]) -> None:
+        """Handle one record; an error skips it, so a bad message is not read again in a loop.
+
+        Restarting the consumer would seek back to the same backlog, and meet the same message.
+        """
+        try:
+            handle(record)
+        except Exception as exc:  # noqa: BLE001  # any error in one record must not stop the feed
+            self._reject(f"a message of {topic} at partition {record.partition} offset {record.offset}", repr(exc))
+
     # --- Kafka --------------------------------------------------------------
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -289,7 +300,7 @@ class DashboardFeed:
                     batches = await consumer.getmany(timeout_ms=1000, max_records=500)
                     for records in batches.values():
                         for record in records:
-                            handle(record)
+                            self._handle(topic, handle, record)
             except asyncio.CancelledError:
                 raise
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:

@@ -83,7 +83,8 @@ class DashboardRoutes:
         name = request.match_info["name"]
         content_type = STATIC_FILES.get(name)
         if content_type is None:
-            raise web.HTTPNotFound(text=f"no dashboard file named {name}")
+            # The name is not echoed back: it comes from the request.
+            raise web.HTTPNotFound(text="no such dashboard file", headers=SECURITY_HEADERS)
         return _response(self.static[name], content_type)
 
     async def catalogue_view(self, request: web.Request) -> web.Response:
@@ -93,7 +94,8 @@ class DashboardRoutes:
         subscriber = self.feed.subscribe()
         if subscriber is None:
             return web.Response(
-                status=503, text="too many open dashboard pages; try again later", headers={"Retry-After": "10"},
+                status=503, text="too many open dashboard pages; try again later",
+                headers={**SECURITY_HEADERS, "Retry-After": "10"},
             )
         response = web.StreamResponse(headers={
             **SECURITY_HEADERS,

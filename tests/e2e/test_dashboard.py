@@ -15,6 +15,7 @@ when the CI environment variable is set.
 from __future__ import annotations
 
 import socket
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -222,7 +223,8 @@ def test_dashboard_live_updates(dashboard_worker: tuple[Settings, str], browser:
 
     send(settings, settings.topic_alerts, beta, {
         "rule_id": "roi-low", "campaign_id": beta, "window": "1h", "model": "last_touch",
-        "state": "fired", "value": "0.6", "threshold": 0.75, "message": HOSTILE_MESSAGE,
+        "state": "fired", "observed": "0.6", "threshold": 0.75, "message_nl": HOSTILE_MESSAGE,
+        "message_en": "the English summary, which the Dutch page does not show",
     })
     WebDriverWait(browser, WAIT_S).until(
         lambda driver: HOSTILE_MESSAGE in driver.find_element(By.ID, "alerts").text,
@@ -232,6 +234,8 @@ def test_dashboard_live_updates(dashboard_worker: tuple[Settings, str], browser:
     assert "Geactiveerd" in alert_text
     assert "roi-low" in alert_text
     assert "Drempel: 0,75" in alert_text
+    assert "Waarde: 0,60" in alert_text
+    assert "English summary" not in alert_text
     assert browser.find_elements(By.CSS_SELECTOR, "#alerts script") == []
     assert not browser.find_element(By.ID, "no-alerts").is_displayed()
 
@@ -267,6 +271,18 @@ def test_dashboard_opens_in_dutch(dashboard_worker: tuple[Settings, str], browse
     catalogue = orjson.loads(body)
     assert set(catalogue["texts"]) == {"en", "nl"}
     assert set(catalogue["texts"]["en"]) == set(catalogue["texts"]["nl"])
+
+    # An unknown file gets the page's security headers too, and its name is not echoed back.
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        fetch(f"{base_url}/dashboard/static/%3Cscript%3E.js")
+    assert missing.value.code == 404
+    assert "script-src 'self'" in missing.value.headers["Content-Security-Policy"]
+    assert b"script" not in missing.value.read()
+
+    # The language parameter is read case-insensitively.
+    browser.get(f"{base_url}/dashboard?lang=NL")
+    wait_for_cell(browser, beta, "roi", "-100,00%")
+    assert browser.find_element(By.CSS_SELECTOR, "html").get_attribute("lang") == "nl"
 
 
 def test_worker_stops_with_open_stream(make_settings: Callable[..., Settings], tmp_path: Path) -> None:

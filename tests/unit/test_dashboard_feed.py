@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
 from roitrack.settings import Settings
-from schemas.outputs import ATTRIBUTION_MODELS
+from schemas.outputs import ATTRIBUTION_MODELS, Alert
 from streams.dashboard.alerts import MAX_MESSAGE_CHARS, clean_alert
 from streams.dashboard.feed import MAX_QUEUED_MESSAGES, DashboardFeed, sse_event
 
@@ -114,31 +116,61 @@ def test_clean_alert_keeps_known_fields() -> None:
     alert = clean_alert(
         {
             "rule_id": "roi-low", "campaign_id": "c1", "window": "1h", "model": "linear", "state": "resolved",
-            "value": 0.25, "threshold": "0.3", "message": "x" * (MAX_MESSAGE_CHARS + 10), "extra": {"a": 1},
+            "metric": "roi", "observed": "0.25", "threshold": "0.3", "message_en": "x" * (MAX_MESSAGE_CHARS + 10),
+            "message_nl": "Campagne c1: ROI 0,25", "extra": {"a": 1},
         },
         received_ms=42,
     )
 
     assert alert == {
         "rule_id": "roi-low", "campaign_id": "c1", "window": "1h", "model": "linear", "state": "resolved",
-        "value": "0.25", "threshold": "0.3", "message": "x" * MAX_MESSAGE_CHARS, "received_ms": 42,
+        "metric": "roi", "observed": "0.25", "threshold": "0.3", "message_en": "x" * MAX_MESSAGE_CHARS,
+        "message_nl": "Campagne c1: ROI 0,25", "received_ms": 42,
     }
+
+
+def test_clean_alert_shows_what_the_alerts_consumer_sends() -> None:
+    """The fields come from the Alert record that `roitrack alerts` produces."""
+    now = datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
+    record = Alert(
+        alert_id="a" * 32, breach_id="b" * 32, rule_id="roi-low", rule_kind="roi_below", state="fired",
+        campaign_id="c1", campaign_name=None, window="24h", model="last_touch", metric="roi",
+        observed=Decimal("-0.6"), threshold=Decimal(0), baseline=None, spend=Decimal(100), currency="EUR",
+        update_sequence=3, breach_started_at=now, observed_at=now, emitted_at=now,
+        message_en="Campaign c1: ROI -0.60 is below 0.00 (24h, last touch).",
+        message_nl="Campagne c1: ROI -0,60 ligt onder 0,00 (laatste 24 u, laatste contactmoment).",
+    ).model_dump(mode="json")
+
+    alert = clean_alert(record, received_ms=1)
+
+    assert alert is not None
+    assert (alert["observed"], alert["threshold"]) == ("-0.6", "0")
+    assert (alert["message_en"], alert["message_nl"]) == (record["message_en"], record["message_nl"])
+
+
+@pytest.mark.parametrize("number", ["1e999999999999999999", "1e-50", "9" * 65, float("inf")])
+def test_clean_alert_drops_numbers_too_large_to_show(number: object) -> None:
+    alert = clean_alert({"state": "fired", "observed": number, "threshold": "1e41"}, received_ms=1)
+
+    assert alert is not None
+    assert (alert["observed"], alert["threshold"]) == (None, None)
 
 
 def test_clean_alert_tolerates_odd_values() -> None:
     alert = clean_alert(
-        {"state": "exploded", "value": "NaN", "threshold": True, "rule_id": {"nested": 1}, "campaign_id": 7},
+        {"state": ["fired"], "observed": "NaN", "threshold": True, "rule_id": {"nested": 1}, "campaign_id": 7},
         received_ms=1,
     )
 
     assert alert is not None
     assert alert["state"] == "unknown"
-    assert alert["value"] is None
+    assert alert["observed"] is None
     assert alert["threshold"] is None
     assert alert["rule_id"] is None
     assert alert["campaign_id"] == "7"
-    assert alert["message"] is None
+    assert alert["message_en"] is None
     assert clean_alert("fired", received_ms=1) is None
+    assert clean_alert({"state": {"fired": 1}}, received_ms=1)["state"] == "unknown"  # type: ignore[index]
 
 
 def test_static_files_are_package_data() -> None:
@@ -169,3 +201,26 @@ def test_apply_roi_skips_unreadable_figures(caplog: pytest.LogCaptureFixture) ->
     assert "skipped an ROI update" in caplog.text
     assert "roi: Value error, must be a decimal string such as \"-0.25\", got 'abc'" in caplog.text
     assert state.latest[("c1", "lifetime")]["roi"] == "0.7"
+
+
+def test_feed_skips_a_record_it_cannot_handle(caplog: pytest.LogCaptureFixture) -> None:
+    """An error in one record is counted and skipped; restarting the reader would meet the same record again."""
+    state = feed()
+    handled: list[int] = []
+
+    def handle(record: Any) -> None:
+        if record.offset == 1:
+            raise MemoryError("a value too large to format")
+        handled.append(record.offset)
+
+    class Record:
+        def __init__(self, offset: int) -> None:
+            self.partition, self.offset = 0, offset
+
+    with caplog.at_level(logging.WARNING):
+        for offset in range(3):
+            state._handle("alerts", handle, Record(offset))  # type: ignore[arg-type]
+
+    assert handled == [0, 2]
+    assert state.rejected == 1
+    assert "a message of alerts at partition 0 offset 1" in caplog.text

@@ -214,12 +214,13 @@
       const stateName = ["fired", "resolved"].includes(alert.state) ? alert.state : "unknown";
       item.append(element("span", "badge", text("alert.state." + stateName)));
       if (alert.rule_id) item.append(element("strong", "rule", alert.rule_id));
-      if (alert.message) item.append(element("div", "message", alert.message));
+      const message = (state.lang === "nl" ? alert.message_nl : alert.message_en) || alert.message_en || alert.message_nl;
+      if (message) item.append(element("div", "message", message));
       const details = [];
       if (alert.campaign_id) details.push(text("alert.campaign") + ": " + alert.campaign_id);
       if (alert.model) details.push(modelName(alert.model));
       if (alert.window) details.push(windowName(alert.window));
-      if (alert.value !== null) details.push(text("alert.value") + ": " + ratio(alert.value));
+      if (alert.observed !== null) details.push(text("alert.value") + ": " + ratio(alert.observed));
       if (alert.threshold !== null) details.push(text("alert.threshold") + ": " + ratio(alert.threshold));
       details.push(clock(alert.received_ms));
       item.append(element("div", "meta", details.join(" · ")));
@@ -445,7 +446,7 @@
     state.models = catalogue.models;
     state.model = catalogue.default_model;
     const parameters = new URLSearchParams(window.location.search);
-    const lang = parameters.get("lang");
+    const lang = (parameters.get("lang") || "").trim().toLowerCase();
     state.lang = catalogue.languages.includes(lang) ? lang : catalogue.default_language;
     if (catalogue.models.includes(parameters.get("model"))) state.model = parameters.get("model");
     if (parameters.get("window")) state.window = parameters.get("window");
