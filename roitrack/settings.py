@@ -782,6 +782,9 @@ def webhook_url_problem(url: str) -> str | None:
     the port or the host in brackets when they are wrong, but never the whole URL,
     because the user name, password, path or query may contain a token.
     """
+    if any(character.isspace() or not character.isprintable() for character in url):
+        # http.client refuses such a URL only when it sends, which would stop the webhook's thread.
+        return "contains a space or a control character; percent-encode it (a space is %20)"
     try:
         parts = urlsplit(url)
         hostname = parts.hostname

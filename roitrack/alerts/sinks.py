@@ -9,6 +9,7 @@ and its host.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import socket
@@ -147,6 +148,9 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout_s: float) 
         return PostResult(None, f"timed out after {timeout_s} s")
     except OSError as exc:
         return PostResult(None, f"{type(exc).__name__}: {exc.strerror or exc}")
+    except http.client.InvalidURL as exc:
+        # Its text quotes part of the URL, which may hold a token.
+        return PostResult(None, f"{type(exc).__name__}: the URL is not one http.client can send")
 
 
 class Poster(Protocol):

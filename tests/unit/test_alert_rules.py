@@ -177,6 +177,8 @@ RULE = '[[rules]]\nid = "x"\nkind = "roi_below"\nwindow = "1h"\nthreshold = 0\n'
          "the URL of webhook 'chat' is invalid: Invalid IPv6 URL"),
         (f'[[webhooks]]\nname = "chat"\nurl = "http://[zz]/x"\n{RULE}',
          "the URL of webhook 'chat' is invalid: 'zz' does not appear to be an IPv4 or IPv6 address"),
+        (f'[[webhooks]]\nname = "chat"\nurl = "http://hooks.example/a b"\n{RULE}',
+         "the URL of webhook 'chat' contains a space or a control character; percent-encode it"),
     ],
 )
 def test_invalid_file_rejected(tmp_path: Path, settings: Settings, text: str, expected: str) -> None:

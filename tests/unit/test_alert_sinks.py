@@ -15,6 +15,7 @@ from roitrack.alerts.sinks import (
     backoff_delay_s,
     deliver,
     is_retriable_status,
+    post_json,
     retry_after_s,
 )
 
@@ -122,3 +123,11 @@ def test_dispatcher_reports_each_delivery_once() -> None:
     assert done == [("a1", "team"), ("a2", "team")]
     assert len(poster.calls) == 3
     assert dispatcher.pending() == 0
+
+
+def test_post_json_reports_an_unsendable_url_without_it() -> None:
+    """http.client refuses a URL with a space only when it sends; that must not stop the webhook thread."""
+    result = post_json("http://hooks.example/token-SECRET here", b"{}", {}, 0.5)
+
+    assert result.status is None
+    assert result.error == "InvalidURL: the URL is not one http.client can send"
