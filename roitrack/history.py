@@ -136,12 +136,17 @@ def roi_series(
     start_ms: int,
     end_ms: int,
     bucket_s: int,
+    *,
+    open_end: bool = False,
 ) -> list[SeriesPoint]:
     """Compute the cumulative ROI, ROAS and CPA from ``start_ms`` at each bucket edge up to ``end_ms``.
 
     Both ends must lie on bucket edges. Each point counts the buckets that
     start in [start_ms, point) and the spend inside that span, so the last
-    point carries the figures of the whole span.
+    point carries the figures of the whole span. With ``open_end`` (a period
+    without an end) the last point also counts the spend after ``end_ms``, as
+    ``period_spend`` of an open period does, because spend booked for later
+    is committed money.
     """
     bucket_ms = bucket_s * 1000
     records = list(spend)
@@ -159,7 +164,8 @@ def roi_series(
         while index < len(ordered) and ordered[index][0] < edge_ms:
             running.merge(ordered[index][1])
             index += 1
-        spent = sum((record.within(start_ms, edge_ms) for record in records), Decimal(0))
+        spend_end_ms = UNBOUNDED_END_MS if open_end and edge_ms == end_ms else edge_ms
+        spent = sum((record.within(start_ms, spend_end_ms) for record in records), Decimal(0))
         metrics = {
             model: roi_metrics(running.revenue[model], running.conversions[model], spent, margin)
             for model in ATTRIBUTION_MODELS

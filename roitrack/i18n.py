@@ -85,6 +85,11 @@ CATALOGUE: dict[Language, dict[str, str]] = {
             "Without --since or --until the table shows the lifetime figures of the ROI aggregates, and the "
             "chart the cumulative ROI from the first bucket with conversions or spend."
         ),
+        "report.booked_spend_note": (
+            "Spend booked for a later period counts in full in the table and at the chart's last point, "
+            "because it is committed. Earlier points count spend only up to their time, so the line can drop "
+            "at its last point."
+        ),
         "report.chart_alt": "ROI per campaign and attribution model over the period",
         "report.chart_title": "Cumulative ROI, {model}",
         "report.chart_bars": "ROI over the period",
@@ -154,6 +159,11 @@ CATALOGUE: dict[Language, dict[str, str]] = {
         "report.lifetime_note": (
             "Zonder --since of --until toont de tabel de cijfers over de hele looptijd uit de ROI-aggregaten, "
             "en de grafiek de cumulatieve ROI vanaf het eerste blok met conversies of uitgaven."
+        ),
+        "report.booked_spend_note": (
+            "Uitgaven die voor een latere periode zijn geboekt, tellen volledig mee in de tabel en in het "
+            "laatste punt van de grafiek, omdat ze vastliggen. Eerdere punten tellen uitgaven alleen tot hun "
+            "tijdstip, dus de lijn kan bij het laatste punt dalen."
         ),
         "report.chart_alt": "ROI per campagne en attributiemodel over de periode",
         "report.chart_title": "Cumulatieve ROI, {model}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable
 
 from roitrack.attribution import exact
@@ -21,6 +21,9 @@ from schemas.outputs import ATTRIBUTION_MODELS, AttributionModel
 BUCKETS_PER_WINDOW = 60
 _ZERO = Decimal(0)
 _METRIC_PLACES = Decimal("0.000001")
+#: Decimal places of the spend and revenue that RoiUpdates and the query API publish, the same as
+#: the metrics. Aggregates and history buckets in Redis keep the exact sums.
+MONEY_PLACES = Decimal("0.000001")
 
 
 def window_bucket_ms(window_s: int) -> int:
@@ -263,6 +266,12 @@ def roi_metrics(
     if conversions > 0:
         cpa = (spend / conversions).quantize(_METRIC_PLACES)
     return RoiMetrics(roi, roas, cpa)
+
+
+@exact
+def round_money(value: Decimal) -> Decimal:
+    """Round a published spend or revenue figure to MONEY_PLACES, half to even as the metrics are."""
+    return value.quantize(MONEY_PLACES, rounding=ROUND_HALF_EVEN)
 
 
 def window_label(window_s: int | None) -> str:

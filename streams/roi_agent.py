@@ -27,6 +27,7 @@ from roitrack.roi import (
     CreditFigures,
     SpendRecord,
     roi_metrics,
+    round_money,
     shared_bucket_ms,
     sum_by_span,
     window_label,
@@ -543,7 +544,9 @@ def window_figures(aggregate: CampaignAggregate, window_s: int | None, now_ms: i
     """Compute one window's figures as text, as a RoiUpdate and the query API report them.
 
     ``window_s`` None selects the lifetime. ``now_ms`` is the campaign
-    partition's watermark, where the rolling windows end. No I/O.
+    partition's watermark, where the rolling windows end. Spend and revenue
+    are rounded to ``MONEY_PLACES`` (6 decimal places), and ROI, ROAS and CPA
+    are computed from the exact figures. No I/O.
     """
     figures = aggregate.figures(window_s, now_ms)
     models = {}
@@ -553,7 +556,7 @@ def window_figures(aggregate: CampaignAggregate, window_s: int | None, now_ms: i
         metrics = roi_metrics(revenue, conversions, figures.spend, figures.margin)
         models[model] = {
             "conversions": decimal_text(conversions),
-            "revenue": decimal_text(revenue),
+            "revenue": decimal_text(round_money(revenue)),
             "roi": _text(metrics.roi),
             "roas": _text(metrics.roas),
             "cpa": _text(metrics.cpa),
@@ -563,7 +566,7 @@ def window_figures(aggregate: CampaignAggregate, window_s: int | None, now_ms: i
         "window": window_label(window_s),
         "window_s": window_s,
         "window_end": iso_ms(now_ms) if window_s is not None and now_ms else None,
-        "spend": decimal_text(figures.spend),
+        "spend": decimal_text(round_money(figures.spend)),
         "default_model": DEFAULT_MODEL,
         "roi": default["roi"],
         "roas": default["roas"],

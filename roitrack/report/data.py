@@ -138,8 +138,10 @@ def campaign_figures(
         model: roi_metrics(totals.revenue[model], totals.conversions[model], spend, campaign.margin)
         for model in ATTRIBUTION_MODELS
     }
+    # Without an end, the series' last point counts the whole spend from its start on, as the table does.
     series = [] if span is None else roi_series(
         campaign.buckets, campaign.spend, campaign.margin, span[0], span[1], bucket_s,
+        open_end=period.end_ms is None,
     )
     return CampaignFigures(campaign, spend, totals, metrics, series)
 

@@ -157,5 +157,7 @@ def render_html(data: ReportData, chart_png: bytes | None, language: Language) -
     else:
         note = text("report.lifetime_note", language)
     parts.append(f'<p class="note">{escape(note)}</p>')
+    if data.period.end_ms is None:
+        parts.append(f'<p class="note">{escape(text("report.booked_spend_note", language))}</p>')
     parts.extend(["</body>", "</html>", ""])
     return "\n".join(parts)

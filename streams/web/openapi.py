@@ -66,8 +66,9 @@ def _paths() -> dict[str, Any]:
             "summary": "A campaign's spend, conversions, revenue, ROI, ROAS and CPA per window and model",
             "description": (
                 "The figures of the campaign's RoiUpdates, computed from its aggregate in Redis. Rolling "
-                "windows end at the campaign partition's event-time watermark. Needs a bearer token unless "
-                "ROITRACK_API_OPEN_AGGREGATES is true."
+                "windows end at the campaign partition's event-time watermark. Spend, revenue, ROI, ROAS and "
+                "CPA are rounded to 6 decimal places, half to even, and ROI, ROAS and CPA are computed from the "
+                "unrounded spend and revenue. Needs a bearer token unless ROITRACK_API_OPEN_AGGREGATES is true."
             ),
             "security": _TOKEN_UNLESS_OPEN,
             "parameters": [

@@ -122,6 +122,21 @@ def test_roi_series_is_cumulative() -> None:
     assert points[-1].metrics["linear"].roas == Decimal(5)
 
 
+def test_roi_series_open_end_counts_later_spend() -> None:
+    buckets = {T0_MS: totals("1", "100")}
+    # 10 of the first record falls in the span, the rest of it and the whole second record after it.
+    spend = [SpendRecord(Decimal(30), T0_MS, T0_MS + 3 * HOUR_MS), SpendRecord(Decimal(20), T0_MS + 5 * HOUR_MS, T0_MS + 6 * HOUR_MS)]
+
+    bounded = roi_series(buckets, spend, Decimal("0.5"), T0_MS, T0_MS + 2 * HOUR_MS, HOUR_S)
+    open_end = roi_series(buckets, spend, Decimal("0.5"), T0_MS, T0_MS + 2 * HOUR_MS, HOUR_S, open_end=True)
+
+    assert [point.spend for point in bounded] == [Decimal(10), Decimal(20)]
+    assert [point.spend for point in open_end] == [Decimal(10), Decimal(50)]
+    # (100 x 0.5 - 50) / 50 = 0, the same as the open period's figures.
+    assert open_end[-1].metrics["last_touch"].roi == Decimal(0)
+    assert open_end[-1].spend == period_spend(spend, Period(T0_MS, None))
+
+
 def test_roi_series_ignores_buckets_outside() -> None:
     buckets = {T0_MS - HOUR_MS: totals("1", "999"), T0_MS: totals("1", "10")}
     spend = [SpendRecord(Decimal(10), T0_MS, T0_MS + HOUR_MS)]
