@@ -176,8 +176,10 @@ def _check_ip(value: str) -> str:
 
 IpAddress = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_ip)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-Phone = Annotated[str, StringConstraints(max_length=32, pattern=r"^\+?[0-9 ()./-]{4,31}$")]
+# Surrounding whitespace is stripped before the length and pattern checks, so a
+# padded address or number is accepted, and schemas.privacy.protect hashes the trimmed value.
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^\+?[0-9 ()./-]{4,31}$")]
 
 
 class Envelope(StrictModel):

@@ -745,6 +745,31 @@ def test_batch_single_object_body(settings: Settings) -> None:
     assert [message.key for message in clicks] == [user_id]
 
 
+def test_batch_mapped_ip_and_padded_email(settings: Settings) -> None:
+    campaign = unique("mapped-camp")
+    user_id = unique("user")
+    ids = [unique("mapped"), unique("padded")]
+    events = [
+        click_event(ids[0], user_id, campaign, ip="::ffff:203.0.113.77"),
+        click_event(ids[1], user_id, campaign, email=" Alice@Example.COM ", phone=" +31 6 1234 5678 "),
+    ]
+
+    async def scenario() -> dict[str, Any]:
+        async with running_collector(settings) as (_, base), client() as session:
+            status, body, _ = await post_batch(session, base, events)
+            assert status == 200
+            return body
+
+    body = run(scenario)
+
+    assert [result["status"] for result in body["results"]] == ["accepted", "accepted"], body
+    messages = read_messages(settings, settings.topic_touchpoints)
+    clicks = {message.value["event_id"]: message.value for message in clicks_of(messages, settings, campaign)}
+    assert clicks[ids[0]]["ip"] == "203.0.113.0", "a mapped address is truncated as IPv4"
+    assert clicks[ids[1]]["email_sha256"] == salted_sha256("alice@example.com", SALT)
+    assert clicks[ids[1]]["phone_sha256"] == salted_sha256("+31612345678", SALT)
+
+
 # --- Health and unknown routes ---------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from schemas.events import (
     Spend,
     as_utc,
 )
+from schemas.privacy import normalise_email, normalise_phone, protect, salted_sha256, truncate_ip
 from schemas.export import EXPORTED_MODELS, json_schemas, write_json_schemas
 from schemas.outputs import (
     AdvocateReward,
@@ -626,3 +627,46 @@ def test_utc_form_typos_get_pydantic_errors(text: str) -> None:
     assert [(error["type"], error["msg"]) for error in errors] == [
         (error["type"], error["msg"]) for error in expected.value.errors()
     ]
+
+
+# --- personal data --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("address", "truncated"), [
+    ("203.0.113.77", "203.0.113.0"),
+    ("2001:db8:abcd:12::1", "2001:db8:abcd::"),
+    ("::ffff:203.0.113.77", "203.0.113.0"),
+    ("::ffff:cb00:714d", "203.0.113.0"),
+    ("::1", "::"),
+])
+def test_truncate_ip(address: str, truncated: str) -> None:
+    assert truncate_ip(address) == truncated
+
+
+def test_protect_unmaps_ipv4_mapped_address() -> None:
+    click = Click.model_validate(event("click", ip="::ffff:203.0.113.77"))
+
+    assert protect(click, "salt").ip == "203.0.113.0"
+
+
+def test_email_with_surrounding_spaces_accepted() -> None:
+    identify = Identify.model_validate(event("identify", email=" Alice@Example.COM \t"))
+
+    assert identify.email == "Alice@Example.COM"
+    protected = protect(identify, "salt")
+    assert protected.email is None
+    assert protected.email_sha256 == salted_sha256("alice@example.com", "salt")
+    assert protected.email_sha256 == salted_sha256(normalise_email(" Alice@Example.COM "), "salt")
+
+
+def test_email_inner_space_rejected() -> None:
+    with pytest.raises(ValidationError, match="email"):
+        Identify.model_validate(event("identify", email="alice @example.com"))
+
+
+def test_phone_with_surrounding_spaces_accepted() -> None:
+    identify = Identify.model_validate(event("identify", phone=" +31 6 1234 5678\n"))
+
+    assert identify.phone == "+31 6 1234 5678"
+    assert protect(identify, "salt").phone_sha256 == salted_sha256(normalise_phone("+31612345678"), "salt")
+
