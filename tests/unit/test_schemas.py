@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -223,6 +224,55 @@ def test_money_serialised_as_string() -> None:
 def test_money_exponent_rejected() -> None:
     with pytest.raises(ValidationError, match="plain decimal"):
         Purchase.model_validate(event("purchase", amount="1E+3"))
+
+
+@pytest.mark.parametrize("body", [
+    b"123456789012345678901234567890",  # beyond 64 bits, so orjson reads it as a float
+    b"1000000000000000",
+    b"1e16",
+])
+def test_money_too_large_names_limit(body: bytes) -> None:
+    raw = b'{"type":"purchase","event_id":"p-big","event_time":"2024-05-01T12:00:00Z","user_id":"u",' \
+        b'"order_id":"o","currency":"EUR","amount":' + body + b"}"
+
+    [rejected] = decode_message(raw)
+
+    assert not isinstance(rejected, StrictModel)
+    [error] = rejected.errors
+    assert error.field == "amount"
+    assert "15 integer digits" in error.reason
+    assert "999999999999999.999999999999" in error.reason
+    assert "JSON float" not in error.reason
+    assert error.value is not None
+    assert error.value in error.reason
+
+
+def test_money_largest_integer_accepted() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount=10**15 - 1))
+
+    assert purchase.amount == Decimal(10**15 - 1)
+
+
+@pytest.mark.parametrize("amount", [59.9, 1e-7, 0.5, 123456.75])
+def test_money_float_suggestion_is_accepted(amount: float) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Purchase.model_validate(event("purchase", amount=amount))
+
+    message = raised.value.errors()[0]["msg"]
+    assert "not a JSON float" in message
+    suggested = re.search(r'such as "([^"]*)"', message)
+    assert suggested is not None, message
+    purchase = Purchase.model_validate(event("purchase", amount=suggested.group(1)))
+    assert purchase.amount == Decimal(repr(amount))
+
+
+def test_money_negative_float_rejected() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Purchase.model_validate(event("purchase", amount=-5.5))
+
+    message = raised.value.errors()[0]["msg"]
+    assert "must not be negative" in message
+    assert "-5.5" in message
 
 
 def test_money_integer_serialised_plain() -> None:
