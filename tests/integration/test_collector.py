@@ -418,6 +418,31 @@ def test_redirect_to_allowed_hosts(settings: Settings) -> None:
         assert message.value["utm_source"] == "ig"
 
 
+def test_long_landing_url_cut_keeps_click(settings: Settings) -> None:
+    campaign = unique("long-url-camp")
+    pixel_url = f"https://shop.example/{campaign}/" + "b" * 2100
+    target = f"https://deep.shop.example/{campaign}/" + "a" * 3000
+
+    async def scenario() -> tuple[int, int, str, dict[str, dict[str, int]]]:
+        async with running_collector(settings) as (app, base), client() as session:
+            params = {"cid": campaign, "ch": "instagram", "url": pixel_url}
+            async with session.get(f"{base}/p.gif", params=params) as response:
+                pixel_status = response.status
+            params = {"cid": campaign, "ch": "instagram", "to": target}
+            async with session.get(f"{base}/r", params=params, allow_redirects=False) as response:
+                return pixel_status, response.status, response.headers["Location"], app[STATS_KEY].as_dict()
+
+    pixel_status, redirect_status, location, stats = run(scenario)
+
+    assert pixel_status == 200
+    assert redirect_status == 302
+    assert location == target, "the redirect target is never cut"
+    assert stats == {"pixel": {"accepted": 1}, "redirect": {"accepted": 1}}
+    clicks = clicks_of(read_messages(settings, settings.topic_touchpoints), settings, campaign)
+    landing_urls = sorted((message.value["source"], message.value["landing_url"]) for message in clicks)
+    assert landing_urls == [("pixel", pixel_url[:2048]), ("redirect", target[:2048])]
+
+
 BLOCKED_TARGETS = [
     ("missing", None),
     ("empty", ""),
