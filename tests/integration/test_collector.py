@@ -795,6 +795,43 @@ def test_batch_mapped_ip_and_padded_email(settings: Settings) -> None:
     assert clicks[ids[1]]["phone_sha256"] == salted_sha256("+31612345678", SALT)
 
 
+def test_batch_rejects_event_time_ahead(settings: Settings) -> None:
+    campaign = unique("ahead-camp")
+    user_id = unique("user")
+    ids = [unique("ahead"), unique("near")]
+    now = datetime.now(timezone.utc)
+    ahead = (now + timedelta(hours=26)).isoformat().replace("+00:00", "Z")
+    near = (now + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
+    events = [
+        click_event(ids[0], user_id, campaign, event_time=ahead),
+        click_event(ids[1], user_id, campaign, event_time=near),
+    ]
+
+    async def scenario() -> dict[str, Any]:
+        async with running_collector(settings) as (_, base), client() as session:
+            status, body, _ = await post_batch(session, base, events)
+            assert status == 200
+            return body
+
+    body = run(scenario)
+
+    rejected, accepted = body["results"]
+    assert accepted["status"] == "accepted"
+    assert rejected["status"] == "rejected"
+    assert rejected["reason"] == "invalid"
+    [error] = rejected["errors"]
+    assert error["field"] == "event_time"
+    assert datetime.fromisoformat(error["value"]) == datetime.fromisoformat(ahead.replace("Z", "+00:00"))
+    assert f"more than {settings.max_future_skew_s} s ahead of the collector clock" in error["reason"]
+    assert "ROITRACK_MAX_FUTURE_SKEW_S" in error["reason"]
+    messages = read_messages(settings, settings.topic_touchpoints, settings.topic_dead_letters)
+    assert [m.value["event_id"] for m in clicks_of(messages, settings, campaign)] == [ids[1]]
+    letters = [m.value for m in messages if m.topic == settings.topic_dead_letters and ids[0] in m.value["payload"]]
+    assert len(letters) == 1
+    assert letters[0]["errors"] == rejected["errors"]
+    assert letters[0]["step"] == "collector.batch"
+
+
 # --- Health and unknown routes ---------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 import schemas
 from schemas.common import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Envelope, StrictModel, _check_range
-from schemas.decode import decode_message
+from schemas.decode import decode_message, future_time_error, future_time_limit_ms
 from schemas.events import (
     EVENT_TYPES,
     Campaign,
@@ -720,3 +720,20 @@ def test_phone_with_surrounding_spaces_accepted() -> None:
     assert identify.phone == "+31 6 1234 5678"
     assert protect(identify, "salt").phone_sha256 == salted_sha256(normalise_phone("+31612345678"), "salt")
 
+
+# --- event time ahead of a clock --------------------------------------------
+
+
+def test_future_time_error_names_limit_and_setting() -> None:
+    moment = datetime(2026, 11, 3, 12, tzinfo=timezone.utc)
+
+    error = future_time_error(moment, 300, "collector")
+
+    assert error.field == "event_time"
+    assert error.value == moment.isoformat()
+    assert "more than 300 s ahead of the collector clock" in error.reason
+    assert "ROITRACK_MAX_FUTURE_SKEW_S" in error.reason
+
+
+def test_future_time_limit_ms_adds_skew() -> None:
+    assert future_time_limit_ms(1_000_000, 300) == 1_300_000
