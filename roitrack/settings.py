@@ -196,7 +196,10 @@ class Settings(BaseSettings):
     max_future_skew_s: int = Field(
         300,
         ge=0, le=7 * 86400,
-        description="How far ahead of the worker's clock an event time may be before it is rejected, in seconds.",
+        description=(
+            "How far ahead of the collector's or worker's clock an event time may be before it is rejected, "
+            "in seconds."
+        ),
     )
     reporting_currency: str = Field(
         "EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of spend and of every reported amount."

@@ -36,13 +36,22 @@ EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST_EVENT_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
 
 
+#: The largest money amount, as text for error messages.
+MONEY_MAX_TEXT = "9" * MONEY_MAX_INTEGER_DIGITS + "." + "9" * MONEY_MAX_FRACTION_DIGITS
+
+
 def _reject_float(value: Any) -> Any:
     """Accept a decimal string or an integer; reject binary floats and booleans."""
     if isinstance(value, bool):
         raise ValueError("must be a decimal string or an integer, not a boolean")
     if isinstance(value, float):
+        if value < 0:
+            raise ValueError(f"must not be negative; got {value!r}")
+        # format(..., "f") writes the float's shortest repr without an exponent
+        # (1e-07 -> 0.0000001), so the suggestion passes the plain-decimal check.
+        suggestion = format(Decimal(repr(value)), "f")
         raise ValueError(
-            f"must be a decimal string such as \"{value!r}\", not a JSON float, "
+            f"must be a decimal string such as \"{suggestion}\", not a JSON float, "
             "so that it is not rounded"
         )
     if isinstance(value, str):
@@ -52,9 +61,21 @@ def _reject_float(value: Any) -> Any:
                 f"fraction, no sign, exponent, separators or spaces; got {value!r}"
             )
         return Decimal(value)
-    if isinstance(value, int) and value >= 10**MONEY_MAX_INTEGER_DIGITS:
-        raise ValueError(f"is larger than {MONEY_MAX_INTEGER_DIGITS} integer digits allow")
     return value
+
+
+def _check_money_size(value: Any) -> Any:
+    """Reject a number with more than ``MONEY_MAX_INTEGER_DIGITS`` integer digits, then apply ``_reject_float``.
+
+    The size check comes first because orjson reads a JSON integer beyond 64
+    bits as a float, and the float message would then mislead.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 10**MONEY_MAX_INTEGER_DIGITS:
+        raise ValueError(
+            f"has more than {MONEY_MAX_INTEGER_DIGITS} integer digits; the largest amount is "
+            f"{MONEY_MAX_TEXT}, got {value!r}"
+        )
+    return _reject_float(value)
 
 
 _PLAIN_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
@@ -135,7 +156,7 @@ LongText = Annotated[str, StringConstraints(max_length=2048)]
 
 Money = Annotated[
     Decimal,
-    BeforeValidator(_reject_float),
+    BeforeValidator(_check_money_size),
     Field(
         ge=0,
         allow_inf_nan=False,
@@ -176,8 +197,10 @@ def _check_ip(value: str) -> str:
 
 IpAddress = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_ip)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-Phone = Annotated[str, StringConstraints(max_length=32, pattern=r"^\+?[0-9 ()./-]{4,31}$")]
+# Surrounding whitespace is stripped before the length and pattern checks, so a
+# padded address or number is accepted, and schemas.privacy.protect hashes the trimmed value.
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=32, pattern=r"^\+?[0-9 ()./-]{4,31}$")]
 
 
 class Envelope(StrictModel):

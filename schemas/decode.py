@@ -8,6 +8,7 @@ that fails validation as a whole is validated again event by event.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -110,6 +111,25 @@ def validate_event(obj: Any, index: int | None, raw: bytes) -> StrictModel | Rej
         return _VALIDATE_EVENT(obj)  # type: ignore[no-any-return]
     except ValidationError as exc:
         return Rejected("invalid", _field_errors(exc, event_type), index, raw)
+
+
+def future_time_limit_ms(now_ms: int, max_future_skew_s: int) -> int:
+    """Return the latest event time, in epoch milliseconds, accepted on a clock that reads ``now_ms``.
+
+    The collector and the worker both reject a person event dated after this
+    limit, ``ROITRACK_MAX_FUTURE_SKEW_S`` ahead of their own clock.
+    """
+    return now_ms + max_future_skew_s * 1000
+
+
+def future_time_error(event_time: datetime, max_future_skew_s: int, clock: str) -> FieldError:
+    """Build the error of an event time after ``future_time_limit_ms``, naming the ``clock`` ("worker", "collector")."""
+    return FieldError(
+        field="event_time",
+        value=event_time.isoformat(),
+        reason=(f"is more than {max_future_skew_s} s ahead of the {clock} clock; "
+                "check the sender's clock or ROITRACK_MAX_FUTURE_SKEW_S"),
+    )
 
 
 def decode_message(value: bytes | None) -> list[StrictModel | Rejected]:

@@ -38,8 +38,15 @@ def normalise_phone(phone: str) -> str:
 
 
 def truncate_ip(address: str) -> str:
-    """Zero the host part of an address: 203.0.113.77 -> 203.0.113.0."""
-    parsed = ipaddress.ip_address(address)
+    """Zero the host part of an address: 203.0.113.77 -> 203.0.113.0.
+
+    An IPv4-mapped IPv6 address (::ffff:203.0.113.77, as a dual-stack socket
+    reports an IPv4 client) is unmapped first and truncated as IPv4. Truncated
+    as IPv6, every such address would become ``::``, because its first 48 bits are zero.
+    """
+    parsed: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
     keep_bits = IPV4_KEEP_BITS if parsed.version == 4 else IPV6_KEEP_BITS
     network = ipaddress.ip_network(f"{parsed}/{keep_bits}", strict=False)
     return str(network.network_address)

@@ -37,7 +37,7 @@ from roitrack.attribution import AttributionParams
 from roitrack.settings import Settings
 from roitrack.topics import input_topic
 from schemas.common import StrictModel, epoch_ms
-from schemas.decode import Rejected, decode_message
+from schemas.decode import Rejected, decode_message, future_time_error, future_time_limit_ms
 from schemas.events import CheckIn, Click, CouponRedemption, Identify, Purchase, SocialTouch
 from schemas.outputs import FieldError
 from schemas.privacy import protect
@@ -457,7 +457,7 @@ class AttributionProcessor:
         """Classify the records into ``plan``, pausing after about every ``CLASSIFY_SLICE_BYTES`` of values."""
         settings = self.settings
         wall_ms = int(time.time() * 1000)
-        future_limit_ms = wall_ms + settings.max_future_skew_s * 1000
+        future_limit_ms = future_time_limit_ms(wall_ms, settings.max_future_skew_s)
         unpaused = 0
         for record in records:
             if unpaused >= CLASSIFY_SLICE_BYTES:
@@ -505,11 +505,8 @@ class AttributionProcessor:
         event = protect(raw_event, settings.pii_salt)
         time_ms = epoch_ms(event.event_time)
         if time_ms > future_limit_ms:
-            self._reject(plan, record, "invalid", FieldError(
-                field="event_time", value=event.event_time.isoformat(),
-                reason=(f"is more than {settings.max_future_skew_s} s ahead of the worker clock; "
-                        "check the sender's clock or ROITRACK_MAX_FUTURE_SKEW_S"),
-            ), "attribution.time", event)
+            error = future_time_error(event.event_time, settings.max_future_skew_s, "worker")
+            self._reject(plan, record, "invalid", error, "attribution.time", event)
             return
         latest_ms = plan.max_event_ms.get(record.topic, 0)
         if latest_ms and time_ms < latest_ms - settings.allowed_lateness_s * 1000:

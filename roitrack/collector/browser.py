@@ -55,7 +55,8 @@ QUERY_FIELDS: Mapping[str, str] = {
     "utm_content": "utm_content",
     "url": "landing_url",
 }
-#: Header values are cut to the schema's limits, so a long header does not reject the click.
+#: The User-Agent and Referer headers, and the landing URL from ``url`` or ``to``,
+#: are cut to the schema's limits, so a long value does not reject the click.
 MAX_USER_AGENT_CHARS = 512
 MAX_LANDING_URL_CHARS = 2048
 
@@ -89,7 +90,7 @@ def click_from_request(
     for parameter, field_name in QUERY_FIELDS.items():
         value = query.get(parameter)
         if value:
-            event[field_name] = value
+            event[field_name] = value[:MAX_LANDING_URL_CHARS] if field_name == "landing_url" else value
     event.setdefault("event_id", str(uuid.uuid4()))
     if anonymous_id is not None:
         event["anonymous_id"] = anonymous_id
@@ -214,7 +215,8 @@ async def handle_redirect(request: web.Request) -> web.Response:
 
     anonymous_id, set_cookie = cookie_anonymous_id(request, settings)
     event = click_from_request(request, anonymous_id, "redirect", datetime.now(timezone.utc))
-    event["landing_url"] = str(target)
+    # Only the recorded landing URL is cut, and the redirect goes to the whole target.
+    event["landing_url"] = str(target)[:MAX_LANDING_URL_CHARS]
     await _record_click(request, "redirect", event)
 
     response = web.Response(status=302, headers={"Location": str(target), **NO_CACHE_HEADERS})

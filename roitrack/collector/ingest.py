@@ -1,11 +1,12 @@
 """Validate collected events and produce them to Kafka, shared by every endpoint.
 
 An event is validated with ``schemas.decode.validate_event``, dropped when its
-consent is false, reported as a duplicate when this process already stored its
-id, and otherwise passed through ``schemas.privacy.protect`` and produced to
-its topic. A rejected event goes to the dead-letter topic without its
-personal fields. Every produced message is awaited until the broker
-acknowledges it.
+consent is false, rejected when it is a person event dated more than
+``ROITRACK_MAX_FUTURE_SKEW_S`` ahead of the collector clock, reported as a
+duplicate when this process already stored its id, and otherwise passed
+through ``schemas.privacy.protect`` and produced to its topic. A rejected event
+goes to the dead-letter topic without its personal fields. Every produced
+message is awaited until the broker acknowledges it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from aiokafka.errors import KafkaError
 from roitrack.collector.packer import Packer
 from roitrack.settings import Settings
 from roitrack.topics import input_topic
-from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel
-from schemas.decode import Rejected, dumps_or_repr, validate_event
+from schemas.common import MAX_ID_LENGTH, Envelope, StrictModel, epoch_ms
+from schemas.decode import Rejected, dumps_or_repr, future_time_error, future_time_limit_ms, validate_event
 from schemas.events import (
     CAMPAIGN_TYPES,
     Campaign,
@@ -279,9 +280,10 @@ class Ingestor:
         outcomes: list[Outcome] = []
         messages: list[_Message] = []
         batch_keys: set[str] = set()
+        future_limit_ms = future_time_limit_ms(int(time.time() * 1000), self.settings.max_future_skew_s)
         for position, item in enumerate(items):
             index = position if indexed else None
-            outcome, message = self._process(endpoint, index, item, batch_keys)
+            outcome, message = self._process(endpoint, index, item, batch_keys, future_limit_ms)
             outcomes.append(outcome)
             if message is not None:
                 messages.append(message)
@@ -292,7 +294,7 @@ class Ingestor:
         return outcomes
 
     def _process(
-        self, endpoint: str, index: int | None, item: object, batch_keys: set[str]
+        self, endpoint: str, index: int | None, item: object, batch_keys: set[str], future_limit_ms: int
     ) -> tuple[Outcome, _Message | None]:
         result = validate_event(item, index, b"")
         if isinstance(result, Rejected):
@@ -306,6 +308,14 @@ class Ingestor:
         if isinstance(result, Envelope) and result.consent is False:
             log.debug("collector %s: event %s dropped, consent is false", endpoint, event_id)
             return Outcome(index, event_id, "dropped", reason="consent is false"), None
+
+        # The worker would reject a person event dated after the limit, so the response reports it now.
+        if isinstance(result, Envelope) and epoch_ms(result.event_time) > future_limit_ms:
+            error = future_time_error(result.event_time, self.settings.max_future_skew_s, "collector")
+            log.debug("collector %s: event %s rejected, event_time is ahead of the collector clock", endpoint, event_id)
+            return Outcome(index, event_id, "rejected", (error,), "invalid"), self._dead_letter(
+                endpoint, index, item, "invalid", (error,)
+            )
 
         dedup_key = dedup_key_of(result)
         if dedup_key is not None and (dedup_key in batch_keys or self.recent.seen(dedup_key)):

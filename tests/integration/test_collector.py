@@ -418,6 +418,31 @@ def test_redirect_to_allowed_hosts(settings: Settings) -> None:
         assert message.value["utm_source"] == "ig"
 
 
+def test_long_landing_url_cut_keeps_click(settings: Settings) -> None:
+    campaign = unique("long-url-camp")
+    pixel_url = f"https://shop.example/{campaign}/" + "b" * 2100
+    target = f"https://deep.shop.example/{campaign}/" + "a" * 3000
+
+    async def scenario() -> tuple[int, int, str, dict[str, dict[str, int]]]:
+        async with running_collector(settings) as (app, base), client() as session:
+            params = {"cid": campaign, "ch": "instagram", "url": pixel_url}
+            async with session.get(f"{base}/p.gif", params=params) as response:
+                pixel_status = response.status
+            params = {"cid": campaign, "ch": "instagram", "to": target}
+            async with session.get(f"{base}/r", params=params, allow_redirects=False) as response:
+                return pixel_status, response.status, response.headers["Location"], app[STATS_KEY].as_dict()
+
+    pixel_status, redirect_status, location, stats = run(scenario)
+
+    assert pixel_status == 200
+    assert redirect_status == 302
+    assert location == target, "the redirect target is never cut"
+    assert stats == {"pixel": {"accepted": 1}, "redirect": {"accepted": 1}}
+    clicks = clicks_of(read_messages(settings, settings.topic_touchpoints), settings, campaign)
+    landing_urls = sorted((message.value["source"], message.value["landing_url"]) for message in clicks)
+    assert landing_urls == [("pixel", pixel_url[:2048]), ("redirect", target[:2048])]
+
+
 BLOCKED_TARGETS = [
     ("missing", None),
     ("empty", ""),
@@ -743,6 +768,68 @@ def test_batch_single_object_body(settings: Settings) -> None:
     assert body["accepted"] == 1
     clicks = clicks_of(read_messages(settings, settings.topic_touchpoints), settings, campaign)
     assert [message.key for message in clicks] == [user_id]
+
+
+def test_batch_mapped_ip_and_padded_email(settings: Settings) -> None:
+    campaign = unique("mapped-camp")
+    user_id = unique("user")
+    ids = [unique("mapped"), unique("padded")]
+    events = [
+        click_event(ids[0], user_id, campaign, ip="::ffff:203.0.113.77"),
+        click_event(ids[1], user_id, campaign, email=" Alice@Example.COM ", phone=" +31 6 1234 5678 "),
+    ]
+
+    async def scenario() -> dict[str, Any]:
+        async with running_collector(settings) as (_, base), client() as session:
+            status, body, _ = await post_batch(session, base, events)
+            assert status == 200
+            return body
+
+    body = run(scenario)
+
+    assert [result["status"] for result in body["results"]] == ["accepted", "accepted"], body
+    messages = read_messages(settings, settings.topic_touchpoints)
+    clicks = {message.value["event_id"]: message.value for message in clicks_of(messages, settings, campaign)}
+    assert clicks[ids[0]]["ip"] == "203.0.113.0", "a mapped address is truncated as IPv4"
+    assert clicks[ids[1]]["email_sha256"] == salted_sha256("alice@example.com", SALT)
+    assert clicks[ids[1]]["phone_sha256"] == salted_sha256("+31612345678", SALT)
+
+
+def test_batch_rejects_event_time_ahead(settings: Settings) -> None:
+    campaign = unique("ahead-camp")
+    user_id = unique("user")
+    ids = [unique("ahead"), unique("near")]
+    now = datetime.now(timezone.utc)
+    ahead = (now + timedelta(hours=26)).isoformat().replace("+00:00", "Z")
+    near = (now + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
+    events = [
+        click_event(ids[0], user_id, campaign, event_time=ahead),
+        click_event(ids[1], user_id, campaign, event_time=near),
+    ]
+
+    async def scenario() -> dict[str, Any]:
+        async with running_collector(settings) as (_, base), client() as session:
+            status, body, _ = await post_batch(session, base, events)
+            assert status == 200
+            return body
+
+    body = run(scenario)
+
+    rejected, accepted = body["results"]
+    assert accepted["status"] == "accepted"
+    assert rejected["status"] == "rejected"
+    assert rejected["reason"] == "invalid"
+    [error] = rejected["errors"]
+    assert error["field"] == "event_time"
+    assert datetime.fromisoformat(error["value"]) == datetime.fromisoformat(ahead.replace("Z", "+00:00"))
+    assert f"more than {settings.max_future_skew_s} s ahead of the collector clock" in error["reason"]
+    assert "ROITRACK_MAX_FUTURE_SKEW_S" in error["reason"]
+    messages = read_messages(settings, settings.topic_touchpoints, settings.topic_dead_letters)
+    assert [m.value["event_id"] for m in clicks_of(messages, settings, campaign)] == [ids[1]]
+    letters = [m.value for m in messages if m.topic == settings.topic_dead_letters and ids[0] in m.value["payload"]]
+    assert len(letters) == 1
+    assert letters[0]["errors"] == rejected["errors"]
+    assert letters[0]["step"] == "collector.batch"
 
 
 # --- Health and unknown routes ---------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 import schemas
 from schemas.common import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Envelope, StrictModel, _check_range
-from schemas.decode import decode_message
+from schemas.decode import decode_message, future_time_error, future_time_limit_ms
 from schemas.events import (
     EVENT_TYPES,
     Campaign,
@@ -32,6 +33,7 @@ from schemas.events import (
     Spend,
     as_utc,
 )
+from schemas.privacy import normalise_email, normalise_phone, protect, salted_sha256, truncate_ip
 from schemas.export import EXPORTED_MODELS, json_schemas, write_json_schemas
 from schemas.outputs import (
     AdvocateReward,
@@ -222,6 +224,55 @@ def test_money_serialised_as_string() -> None:
 def test_money_exponent_rejected() -> None:
     with pytest.raises(ValidationError, match="plain decimal"):
         Purchase.model_validate(event("purchase", amount="1E+3"))
+
+
+@pytest.mark.parametrize("body", [
+    b"123456789012345678901234567890",  # beyond 64 bits, so orjson reads it as a float
+    b"1000000000000000",
+    b"1e16",
+])
+def test_money_too_large_names_limit(body: bytes) -> None:
+    raw = b'{"type":"purchase","event_id":"p-big","event_time":"2024-05-01T12:00:00Z","user_id":"u",' \
+        b'"order_id":"o","currency":"EUR","amount":' + body + b"}"
+
+    [rejected] = decode_message(raw)
+
+    assert not isinstance(rejected, StrictModel)
+    [error] = rejected.errors
+    assert error.field == "amount"
+    assert "15 integer digits" in error.reason
+    assert "999999999999999.999999999999" in error.reason
+    assert "JSON float" not in error.reason
+    assert error.value is not None
+    assert error.value in error.reason
+
+
+def test_money_largest_integer_accepted() -> None:
+    purchase = Purchase.model_validate(event("purchase", amount=10**15 - 1))
+
+    assert purchase.amount == Decimal(10**15 - 1)
+
+
+@pytest.mark.parametrize("amount", [59.9, 1e-7, 0.5, 123456.75])
+def test_money_float_suggestion_is_accepted(amount: float) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Purchase.model_validate(event("purchase", amount=amount))
+
+    message = raised.value.errors()[0]["msg"]
+    assert "not a JSON float" in message
+    suggested = re.search(r'such as "([^"]*)"', message)
+    assert suggested is not None, message
+    purchase = Purchase.model_validate(event("purchase", amount=suggested.group(1)))
+    assert purchase.amount == Decimal(repr(amount))
+
+
+def test_money_negative_float_rejected() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Purchase.model_validate(event("purchase", amount=-5.5))
+
+    message = raised.value.errors()[0]["msg"]
+    assert "must not be negative" in message
+    assert "-5.5" in message
 
 
 def test_money_integer_serialised_plain() -> None:
@@ -626,3 +677,63 @@ def test_utc_form_typos_get_pydantic_errors(text: str) -> None:
     assert [(error["type"], error["msg"]) for error in errors] == [
         (error["type"], error["msg"]) for error in expected.value.errors()
     ]
+
+
+# --- personal data --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("address", "truncated"), [
+    ("203.0.113.77", "203.0.113.0"),
+    ("2001:db8:abcd:12::1", "2001:db8:abcd::"),
+    ("::ffff:203.0.113.77", "203.0.113.0"),
+    ("::ffff:cb00:714d", "203.0.113.0"),
+    ("::1", "::"),
+])
+def test_truncate_ip(address: str, truncated: str) -> None:
+    assert truncate_ip(address) == truncated
+
+
+def test_protect_unmaps_ipv4_mapped_address() -> None:
+    click = Click.model_validate(event("click", ip="::ffff:203.0.113.77"))
+
+    assert protect(click, "salt").ip == "203.0.113.0"
+
+
+def test_email_with_surrounding_spaces_accepted() -> None:
+    identify = Identify.model_validate(event("identify", email=" Alice@Example.COM \t"))
+
+    assert identify.email == "Alice@Example.COM"
+    protected = protect(identify, "salt")
+    assert protected.email is None
+    assert protected.email_sha256 == salted_sha256("alice@example.com", "salt")
+    assert protected.email_sha256 == salted_sha256(normalise_email(" Alice@Example.COM "), "salt")
+
+
+def test_email_inner_space_rejected() -> None:
+    with pytest.raises(ValidationError, match="email"):
+        Identify.model_validate(event("identify", email="alice @example.com"))
+
+
+def test_phone_with_surrounding_spaces_accepted() -> None:
+    identify = Identify.model_validate(event("identify", phone=" +31 6 1234 5678\n"))
+
+    assert identify.phone == "+31 6 1234 5678"
+    assert protect(identify, "salt").phone_sha256 == salted_sha256(normalise_phone("+31612345678"), "salt")
+
+
+# --- event time ahead of a clock --------------------------------------------
+
+
+def test_future_time_error_names_limit_and_setting() -> None:
+    moment = datetime(2026, 11, 3, 12, tzinfo=timezone.utc)
+
+    error = future_time_error(moment, 300, "collector")
+
+    assert error.field == "event_time"
+    assert error.value == moment.isoformat()
+    assert "more than 300 s ahead of the collector clock" in error.reason
+    assert "ROITRACK_MAX_FUTURE_SKEW_S" in error.reason
+
+
+def test_future_time_limit_ms_adds_skew() -> None:
+    assert future_time_limit_ms(1_000_000, 300) == 1_300_000
