@@ -37,16 +37,28 @@ def normalise_phone(phone: str) -> str:
     return _PHONE_NOISE.sub("", phone.strip())
 
 
+#: The well-known NAT64 prefix (RFC 6052): its last 32 bits are the IPv4 address.
+_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def truncate_ip(address: str) -> str:
     """Zero the host part of an address: 203.0.113.77 -> 203.0.113.0.
 
-    An IPv4-mapped IPv6 address (::ffff:203.0.113.77, as a dual-stack socket
-    reports an IPv4 client) is unmapped first and truncated as IPv4. Truncated
-    as IPv6, every such address would become ``::``, because its first 48 bits are zero.
+    An IPv6 address that carries an IPv4 client's address is truncated as that
+    IPv4 address: an IPv4-mapped one (::ffff:203.0.113.77, as a dual-stack
+    socket reports an IPv4 client), a NAT64 one (64:ff9b::203.0.113.77) and a
+    6to4 one (2002:cb00:714d::/48, whose first 48 bits hold the whole IPv4
+    address). Truncated as IPv6, a 6to4 address would keep the client's IPv4
+    address, and the other two would all become one address.
     """
     parsed: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        parsed = parsed.ipv4_mapped
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            parsed = parsed.ipv4_mapped
+        elif parsed.sixtofour is not None:
+            parsed = parsed.sixtofour
+        elif parsed in _NAT64_PREFIX:
+            parsed = ipaddress.IPv4Address(int(parsed) & 0xFFFFFFFF)
     keep_bits = IPV4_KEEP_BITS if parsed.version == 4 else IPV6_KEEP_BITS
     network = ipaddress.ip_network(f"{parsed}/{keep_bits}", strict=False)
     return str(network.network_address)

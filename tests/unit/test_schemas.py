@@ -687,6 +687,9 @@ def test_utc_form_typos_get_pydantic_errors(text: str) -> None:
     ("2001:db8:abcd:12::1", "2001:db8:abcd::"),
     ("::ffff:203.0.113.77", "203.0.113.0"),
     ("::ffff:cb00:714d", "203.0.113.0"),
+    # NAT64 and 6to4 carry the IPv4 client's address too; 6to4 truncated as IPv6 would keep all of it.
+    ("64:ff9b::203.0.113.77", "203.0.113.0"),
+    ("2002:cb00:714d:1::1", "203.0.113.0"),
     ("::1", "::"),
 ])
 def test_truncate_ip(address: str, truncated: str) -> None:
