@@ -44,12 +44,12 @@ _NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 def truncate_ip(address: str) -> str:
     """Zero the host part of an address: 203.0.113.77 -> 203.0.113.0.
 
-    An IPv6 address that carries an IPv4 client's address is truncated as that
-    IPv4 address: an IPv4-mapped one (::ffff:203.0.113.77, as a dual-stack
-    socket reports an IPv4 client), a NAT64 one (64:ff9b::203.0.113.77) and a
-    6to4 one (2002:cb00:714d::/48, whose first 48 bits hold the whole IPv4
-    address). Truncated as IPv6, a 6to4 address would keep the client's IPv4
-    address, and the other two would all become one address.
+    Some IPv6 addresses carry an IPv4 client's address, and are truncated as
+    that IPv4 address. These are IPv4-mapped ones (::ffff:203.0.113.77, as a
+    dual-stack socket reports an IPv4 client), NAT64 ones
+    (64:ff9b::203.0.113.77) and 6to4 ones (2002:cb00:714d::/48, whose first 48
+    bits hold the whole IPv4 address). Truncated as IPv6, a 6to4 address would
+    keep the client's IPv4 address, and the other two would all become one.
     """
     parsed: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
     if isinstance(parsed, ipaddress.IPv6Address):
