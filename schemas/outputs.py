@@ -181,8 +181,9 @@ class ReferralFact(StrictModel):
 class ModelFigures(StrictModel):
     """A campaign's figures under one attribution model, in one window."""
 
-    conversions: Amount
-    revenue: Amount
+    conversions: Amount = Field(description="attributed conversions; fractional under the linear, time-decay and "
+                                            "position-based models")
+    revenue: Amount = Field(description="attributed revenue, rounded half to even to 6 decimal places")
     roi: Amount | None = Field(description="(revenue x margin - spend) / spend; null when spend is 0")
     roas: Amount | None = Field(description="revenue / spend; null when spend is 0")
     cpa: Amount | None = Field(description="spend / conversions; null when there are no conversions")
@@ -200,7 +201,8 @@ class RoiUpdate(StrictModel):
     sequence: int = Field(ge=1, description="per-campaign, increases with each emission; drop lower or equal ones")
     currency: Currency
     margin: Amount | None
-    spend: Amount
+    spend: Amount = Field(description="spend in the window, rounded half to even to 6 decimal places; ROI, ROAS and "
+                                      "CPA come from the unrounded figures")
     default_model: AttributionModel
     roi: Amount | None
     roas: Amount | None
