@@ -431,7 +431,7 @@ def _add_deadletters(commands: Any) -> None:
     # The reasons come from schemas.outputs because importing roitrack.deadletters
     # here would load the Kafka client for every command.
     list_reasons = (*DEAD_LETTER_REASONS, UNREADABLE_REASON)
-    dead = commands.add_parser("deadletters", help="list rejected messages, or re-drive them after a fix")
+    dead = commands.add_parser("deadletters", help="list rejected messages, or redrive them after a fix")
     actions = dead.add_subparsers(dest="action", required=True)
 
     listing = actions.add_parser(

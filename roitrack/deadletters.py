@@ -30,15 +30,11 @@ from pydantic import ValidationError
 from roitrack.connections import kafka_python_config
 from roitrack.replay import UNROUTABLE_KEY, make_producer, route
 from roitrack.settings import Settings
-from schemas.outputs import DEAD_LETTER_REASONS, UNREADABLE_REASON, DeadLetter, FieldError
+from schemas.outputs import COLLECTOR_SOURCE, DEAD_LETTER_REASONS, UNREADABLE_REASON, DeadLetter, FieldError
 from schemas.privacy import PERSONAL_FIELDS
 from streams.records import REMOVED, WRONG_PARTITION_FIELD
 
 log = logging.getLogger(__name__)
-
-#: ``source_topic`` of dead letters written by the HTTP collector: their
-#: payload never reached a Kafka topic, so it is routed by its ``type``.
-COLLECTOR_SOURCE = "collector"
 
 #: Outcomes of one dead letter in a redrive. In a dry run, ``redriven``
 #: counts the dead letters that would have been produced.

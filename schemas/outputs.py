@@ -348,6 +348,8 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
 #: Reason that ``roitrack deadletters list`` shows for a message of the
 #: dead-letter topic that is not a valid dead letter; no dead letter has it.
 UNREADABLE_REASON = "(unreadable)"
+#: ``source_topic`` of the dead letters that the HTTP collector writes: they come from no Kafka topic.
+COLLECTOR_SOURCE = "collector"
 
 
 class DeadLetter(StrictModel):

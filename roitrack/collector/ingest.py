@@ -36,7 +36,7 @@ from schemas.events import (
     Purchase,
     Spend,
 )
-from schemas.outputs import FieldError
+from schemas.outputs import COLLECTOR_SOURCE, FieldError
 from schemas.privacy import PERSONAL_FIELDS, protect
 from streams.records import Record, dead_letter
 
@@ -46,8 +46,6 @@ Status = Literal["accepted", "duplicate", "rejected", "dropped"]
 
 #: Event ids remembered per collector process to report repeats as duplicates.
 RECENT_IDS_CAPACITY = 100_000
-#: ``source_topic`` of the collector's dead letters, which names no Kafka topic.
-DEAD_LETTER_SOURCE = "collector"
 _REDACTED = "[redacted]"
 _WARNING_INTERVAL_S = 10.0
 
@@ -258,7 +256,7 @@ def _dead_letter_key(item: object) -> bytes:
             value = item.get(name)
             if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
                 return value.encode()
-    return DEAD_LETTER_SOURCE.encode()
+    return COLLECTOR_SOURCE.encode()
 
 
 class Ingestor:
@@ -336,7 +334,7 @@ class Ingestor:
     def _dead_letter(
         self, endpoint: str, index: int | None, item: object, reason: str, errors: Sequence[FieldError]
     ) -> _Message:
-        record = Record(topic=DEAD_LETTER_SOURCE, partition=-1, offset=-1, key=_dead_letter_key(item), value=None)
+        record = Record(topic=COLLECTOR_SOURCE, partition=-1, offset=-1, key=_dead_letter_key(item), value=None)
         outgoing = dead_letter(
             self.settings.topic_dead_letters,
             record,
