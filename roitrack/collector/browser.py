@@ -55,10 +55,17 @@ QUERY_FIELDS: Mapping[str, str] = {
     "utm_content": "utm_content",
     "url": "landing_url",
 }
-#: The User-Agent and Referer headers, and the landing URL from ``url`` or ``to``,
-#: are cut to the schema's limits, so a long value does not reject the click.
+#: The User-Agent and Referer headers, the landing URL from ``url`` or ``to``, and
+#: the UTM parameters are cut to the schema's limits, so a long value does not
+#: reject the click. The ids (``eid``, ``cid``, ``uid``, ``aid``) and ``ch`` are not
+#: cut: a cut id would name something else, so a long one rejects the click.
 MAX_USER_AGENT_CHARS = 512
 MAX_LANDING_URL_CHARS = 2048
+MAX_UTM_CHARS = 512
+_CUT_FIELDS: Mapping[str, int] = {
+    "landing_url": MAX_LANDING_URL_CHARS,
+    **{name: MAX_UTM_CHARS for name in QUERY_FIELDS.values() if name.startswith("utm_")},
+}
 
 _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _UNSAFE_TARGET_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
@@ -90,7 +97,8 @@ def click_from_request(
     for parameter, field_name in QUERY_FIELDS.items():
         value = query.get(parameter)
         if value:
-            event[field_name] = value[:MAX_LANDING_URL_CHARS] if field_name == "landing_url" else value
+            limit = _CUT_FIELDS.get(field_name)
+            event[field_name] = value[:limit] if limit is not None else value
     event.setdefault("event_id", str(uuid.uuid4()))
     if anonymous_id is not None:
         event["anonymous_id"] = anonymous_id

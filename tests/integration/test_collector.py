@@ -425,7 +425,7 @@ def test_long_landing_url_cut_keeps_click(settings: Settings) -> None:
 
     async def scenario() -> tuple[int, int, str, dict[str, dict[str, int]]]:
         async with running_collector(settings) as (app, base), client() as session:
-            params = {"cid": campaign, "ch": "instagram", "url": pixel_url}
+            params = {"cid": campaign, "ch": "instagram", "url": pixel_url, "utm_content": "c" * 600}
             async with session.get(f"{base}/p.gif", params=params) as response:
                 pixel_status = response.status
             params = {"cid": campaign, "ch": "instagram", "to": target}
@@ -441,6 +441,8 @@ def test_long_landing_url_cut_keeps_click(settings: Settings) -> None:
     clicks = clicks_of(read_messages(settings, settings.topic_touchpoints), settings, campaign)
     landing_urls = sorted((message.value["source"], message.value["landing_url"]) for message in clicks)
     assert landing_urls == [("pixel", pixel_url[:2048]), ("redirect", target[:2048])]
+    # A long UTM parameter is cut to the schema's 512 characters too.
+    assert [message.value.get("utm_content") for message in clicks if message.value["source"] == "pixel"] == ["c" * 512]
 
 
 BLOCKED_TARGETS = [
