@@ -772,6 +772,18 @@ def test_batch_single_object_body(settings: Settings) -> None:
     assert [message.key for message in clicks] == [user_id]
 
 
+def post_batch_once(settings: Settings, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Post one batch to a collector started for it, and return the response body of a 200."""
+
+    async def scenario() -> dict[str, Any]:
+        async with running_collector(settings) as (_, base), client() as session:
+            status, body, _ = await post_batch(session, base, events)
+            assert status == 200
+            return body
+
+    return run(scenario)
+
+
 def test_batch_mapped_ip_and_padded_email(settings: Settings) -> None:
     campaign = unique("mapped-camp")
     user_id = unique("user")
@@ -781,13 +793,7 @@ def test_batch_mapped_ip_and_padded_email(settings: Settings) -> None:
         click_event(ids[1], user_id, campaign, email=" Alice@Example.COM ", phone=" +31 6 1234 5678 "),
     ]
 
-    async def scenario() -> dict[str, Any]:
-        async with running_collector(settings) as (_, base), client() as session:
-            status, body, _ = await post_batch(session, base, events)
-            assert status == 200
-            return body
-
-    body = run(scenario)
+    body = post_batch_once(settings, events)
 
     assert [result["status"] for result in body["results"]] == ["accepted", "accepted"], body
     messages = read_messages(settings, settings.topic_touchpoints)
@@ -809,13 +815,7 @@ def test_batch_rejects_event_time_ahead(settings: Settings) -> None:
         click_event(ids[1], user_id, campaign, event_time=near),
     ]
 
-    async def scenario() -> dict[str, Any]:
-        async with running_collector(settings) as (_, base), client() as session:
-            status, body, _ = await post_batch(session, base, events)
-            assert status == 200
-            return body
-
-    body = run(scenario)
+    body = post_batch_once(settings, events)
 
     rejected, accepted = body["results"]
     assert accepted["status"] == "accepted"

@@ -85,7 +85,8 @@ def test_report_period_counts_whole_buckets(tmp_path: Path) -> None:
     html = result.path.read_text(encoding="utf-8")
     assert '<td class="number revenue" data-value="40">40,00</td>' in html
     assert "hele blokken van 1 u" in html
-    assert "Tijdsverval" in html and "Time decay" not in html
+    assert "Tijdsverval" in html
+    assert "Time decay" not in html
 
 
 def test_chart_takes_names_with_dollars_and_underscores(tmp_path: Path) -> None:

@@ -539,7 +539,7 @@ _credit_figures = st.tuples(
 @given(st.lists(_credit_figures, max_size=40), st.sampled_from([(HOUR_S, DAY_S), (HOUR_S, DAY_S, 7 * DAY_S), (5400,)]),
        st.sampled_from([HOUR_S, 60, 1800]))
 @hypothesis_settings(max_examples=150, deadline=None)
-def test_sums_per_span_match_credits_added_one_by_one(
+def test_span_sums_match_single_adds(
     drawn: list[tuple[str, int, list[AttributionModel], st.DataObject]], windows_s: tuple[int, ...], history_s: int,
 ) -> None:
     """The ROI agent adds sums per campaign and span; the aggregates and history must equal per-credit adds."""
