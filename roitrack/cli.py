@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pydantic import ValidationError
 
 from roitrack.settings import ENV_PREFIX, Settings, load_settings
 from roitrack.synthetic import DEFAULT_PEOPLE
-from schemas.outputs import DEAD_LETTER_REASONS, UNREADABLE_REASON
+from schemas.outputs import DEAD_LETTER_REASONS, LIST_REASONS, UNREADABLE_REASON
 
 log = logging.getLogger("roitrack")
 
@@ -414,38 +414,40 @@ def _positive_int(text: str) -> int:
     return number
 
 
-def _topic_name(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("needs a topic name, got an empty value")
-    return text
+def _non_empty(what: str) -> Callable[[str], str]:
+    """Return an argparse type that rejects an empty or blank ``what``, such as a topic name."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"needs a {what}, got an empty value")
+        return text
+
+    return parse
 
 
-def _group_name(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("needs a consumer group name, got an empty value")
-    return text
+def _add_deadletter_filters(parser: argparse.ArgumentParser, reasons: Sequence[str], reason_help: str) -> None:
+    """Add the --reason and --source-topic filters that both deadletters subcommands take."""
+    parser.add_argument("--reason", choices=reasons, metavar="REASON", help=reason_help)
+    parser.add_argument(
+        "--source-topic", type=_non_empty("topic name"),
+        help="only dead letters rejected from this topic ('collector' for the HTTP collector)",
+    )
 
 
 def _add_deadletters(commands: Any) -> None:
     """Add ``deadletters list`` and ``deadletters redrive``, each with only the options it uses."""
     # The reasons come from schemas.outputs because importing roitrack.deadletters
     # here would load the Kafka client for every command.
-    list_reasons = (*DEAD_LETTER_REASONS, UNREADABLE_REASON)
     dead = commands.add_parser("deadletters", help="list rejected messages, or redrive them after a fix")
     actions = dead.add_subparsers(dest="action", required=True)
 
     listing = actions.add_parser(
         "list", help="print dead letters, oldest first, read without a consumer group",
     )
-    listing.add_argument(
-        "--reason", choices=list_reasons, metavar="REASON",
-        help=(f"only dead letters with this reason: {', '.join(DEAD_LETTER_REASONS)}, "
-              f"or {UNREADABLE_REASON} for messages that are not dead letters"),
-    )
-    listing.add_argument(
-        "--source-topic", type=_topic_name,
-        help="only dead letters rejected from this topic ('collector' for the HTTP collector)",
-    )
+    _add_deadletter_filters(listing, LIST_REASONS, (
+        f"only dead letters with this reason: {', '.join(DEAD_LETTER_REASONS)}, "
+        f"or {UNREADABLE_REASON} for messages that are not dead letters"
+    ))
     listing.add_argument(
         "--limit", type=_positive_int, metavar="N",
         help="keep only the newest N matching dead letters, still printed oldest first (default: all)",
@@ -456,15 +458,11 @@ def _add_deadletters(commands: Any) -> None:
     resend = actions.add_parser(
         "redrive", help="produce matching dead letters' payloads again, keyed as the worker expects",
     )
+    _add_deadletter_filters(resend, DEAD_LETTER_REASONS,
+                            f"only dead letters with this reason: {', '.join(DEAD_LETTER_REASONS)}")
     resend.add_argument(
-        "--reason", choices=DEAD_LETTER_REASONS, metavar="REASON",
-        help=f"only dead letters with this reason: {', '.join(DEAD_LETTER_REASONS)}",
+        "--to-topic", type=_non_empty("topic name"), help="produce every payload to this topic instead of its own",
     )
-    resend.add_argument(
-        "--source-topic", type=_topic_name,
-        help="only dead letters rejected from this topic ('collector' for the HTTP collector)",
-    )
-    resend.add_argument("--to-topic", type=_topic_name, help="produce every payload to this topic instead of its own")
     resend.add_argument("--dry-run", action="store_true", help="report what would be sent; send and commit nothing")
     resend.add_argument(
         "--from-beginning", action="store_true",
@@ -472,7 +470,7 @@ def _add_deadletters(commands: Any) -> None:
               "the same group, which also committed past the dead letters that did not match that run's filters"),
     )
     resend.add_argument(
-        "--group", type=_group_name,
+        "--group", type=_non_empty("consumer group name"),
         help="consumer group that stores the progress (default: <ROITRACK_APP_ID>-redrive)",
     )
     resend.set_defaults(handler=_cmd_deadletters_redrive)

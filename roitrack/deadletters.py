@@ -30,7 +30,14 @@ from pydantic import ValidationError
 from roitrack.connections import kafka_python_config
 from roitrack.replay import UNROUTABLE_KEY, make_producer, route
 from roitrack.settings import Settings
-from schemas.outputs import COLLECTOR_SOURCE, DEAD_LETTER_REASONS, UNREADABLE_REASON, DeadLetter, FieldError
+from schemas.outputs import (
+    COLLECTOR_SOURCE,
+    DEAD_LETTER_REASONS,
+    LIST_REASONS,
+    UNREADABLE_REASON,
+    DeadLetter,
+    FieldError,
+)
 from schemas.privacy import PERSONAL_FIELDS
 from streams.records import REMOVED, WRONG_PARTITION_FIELD
 
@@ -45,8 +52,6 @@ SKIPPED_UNROUTABLE = "skipped_unroutable"
 SKIPPED_UNREADABLE = "skipped_unreadable"
 SKIPPED_MISSING_TOPIC = "skipped_missing_topic"
 
-#: Reasons that ``read_dead_letters`` accepts as a filter, which are the dead-letter reasons and ``(unreadable)``.
-LIST_REASONS: tuple[str, ...] = (*DEAD_LETTER_REASONS, UNREADABLE_REASON)
 
 _POLL_TIMEOUT_MS = 200
 _PROGRESS_LOG_INTERVAL_S = 10.0

@@ -348,6 +348,8 @@ DEAD_LETTER_REASONS: tuple[DeadLetterReason, ...] = get_args(DeadLetterReason)
 #: Reason that ``roitrack deadletters list`` shows for a message of the
 #: dead-letter topic that is not a valid dead letter; no dead letter has it.
 UNREADABLE_REASON = "(unreadable)"
+#: Reasons that ``roitrack deadletters list`` filters by: the dead-letter reasons and ``UNREADABLE_REASON``.
+LIST_REASONS: tuple[str, ...] = (*DEAD_LETTER_REASONS, UNREADABLE_REASON)
 #: ``source_topic`` of the dead letters that the HTTP collector writes: they come from no Kafka topic.
 COLLECTOR_SOURCE = "collector"
 
