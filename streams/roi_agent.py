@@ -36,7 +36,7 @@ from roitrack.settings import Settings
 from roitrack.social import SocialAggregate
 from roitrack.topics import input_topic
 from schemas.common import epoch_ms
-from schemas.decode import Rejected, decode_message, describe_value, dumps_or_repr
+from schemas.decode import Rejected, decode_message, describe_value, dumps_or_repr, future_time_limit_ms
 from schemas.events import Campaign, Spend
 from schemas.outputs import ATTRIBUTION_MODELS, DEFAULT_MODEL, FieldError
 from streams.credit_check import CheckedCredit, check_credit, check_credit_item, is_credit_batch
@@ -228,7 +228,7 @@ class RoiProcessor:
         social = SocialBatch()
         progress: dict[int, SourceProgress] = {}
         progress_in = 0
-        future_limit_ms = int(time.time() * 1000) + settings.max_future_skew_s * 1000
+        future_limit_ms = future_time_limit_ms(int(time.time() * 1000), settings.max_future_skew_s)
 
         for record in records:
             if record.offset <= state.offsets.get(record.topic, -1):

@@ -431,7 +431,7 @@ def test_redrive_routes_replay_unroutable(make_settings: Callable[..., Settings]
     assert raw_messages(settings, touchpoints) == []
 
 
-def test_redrive_routes_event_on_wrong_topic_by_type(make_settings: Callable[..., Settings]) -> None:
+def test_redrive_wrong_topic_by_type(make_settings: Callable[..., Settings]) -> None:
     """A purchase rejected on the touchpoints topic goes to conversions, unless --to-topic names another topic."""
     settings = make_settings()
     create_topics(settings, settings.kafka_bootstrap)
